@@ -1,0 +1,64 @@
+"""Shared fixtures: one real local SparkSession for the in-process tests, a runner helper, the CLI."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def spark():
+    from harness.spark import create_session
+
+    session, _ = create_session("local[2]", {"spark.sql.shuffle.partitions": "4"}, app_name="harness-tests")
+    yield session
+    session.stop()
+
+
+@pytest.fixture
+def ctx(tmp_path, spark):
+    """A RunContext sharing the test session's SparkSession; data cached per test session."""
+    from harness.context import RunContext
+
+    c = RunContext(run_id="test", run_dir=tmp_path / "run", master="local[2]",
+                   cache_dir=Path(os.environ.get("HARNESS_TEST_CACHE", tmp_path / "cache")))
+    c._spark = spark
+    return c
+
+
+def run_case(ctx, target: str, repeats: int = 1, warmup: int = 0, timeout_s: float = 600, **params):
+    """Runs one case through the real runner in-process and returns its Result."""
+    from harness.registry import load_all
+    from harness.runner import Runner, Settings
+    from harness.progress import Progress
+    from harness.spec import CaseRun
+
+    exp, _, case = target.partition(".")
+    spec = load_all()[exp].cases[case]
+    full = {n: a.default[0] for n, a in spec.axes.items()}
+    full.update(params)
+    runner = Runner(ctx, ctx.run_dir / "results.jsonl", "test-env", Settings(repeats, warmup, timeout_s),
+                    progress=Progress(1, quiet=True))
+    return runner.run_case(CaseRun(spec, full))
+
+
+def harness_cli(*args: str, env: dict | None = None, timeout: float = 900, cwd: Path | None = None,
+                input: str | None = None) -> subprocess.CompletedProcess:
+    """Runs `python -m harness ARGS` the way a user would; returns the finished process."""
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})}, cwd=cwd or ROOT, input=input)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _test_cache(tmp_path_factory):
+    """Generated data sets are shared by every test in a session (they are cached by their parameters)."""
+    if "HARNESS_TEST_CACHE" not in os.environ:
+        os.environ["HARNESS_TEST_CACHE"] = str(tmp_path_factory.mktemp("harness-cache"))
+    os.environ.setdefault("HARNESS_CACHE", os.environ["HARNESS_TEST_CACHE"])
+    yield
