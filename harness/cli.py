@@ -184,6 +184,7 @@ def cmd_run(args) -> int:
     run_dir = results_root / run_id
     results_file = run_dir / record.RESULTS_FILE
     skip: set[str] = set()
+    previous_results: dict = {}
     if results_file.exists():
         if not args.resume:
             return _error(f"{run_dir} already holds results: pass --resume to complete it, or another --run-id")
@@ -191,11 +192,12 @@ def cmd_run(args) -> int:
         for line in bad:
             print(f"harness: warning: {line}", file=sys.stderr)
         skip = {r.identity for r in previous}
+        previous_results = {r.identity: r for r in previous}
     run_dir.mkdir(parents=True, exist_ok=True)
-    return _execute(args, the_plan, run_id, run_dir, results_root, conf, skip)
+    return _execute(args, the_plan, run_id, run_dir, results_root, conf, skip, previous_results)
 
 
-def _execute(args, the_plan, run_id, run_dir, results_root, conf, skip) -> int:
+def _execute(args, the_plan, run_id, run_dir, results_root, conf, skip, previous_results) -> int:
     from . import record
     from .context import RunContext
     from .env import env_id, fingerprint
@@ -220,7 +222,7 @@ def _execute(args, the_plan, run_id, run_dir, results_root, conf, skip) -> int:
             c.timeout = args.timeout if args.timeout is not None else c.timeout
     ctx = RunContext(run_id=run_id, run_dir=run_dir, master=args.master, conf=conf,
                      data=args.data.resolve() if args.data else None, seed=args.seed,
-                     timeout_s=settings.timeout_s)
+                     timeout_s=settings.timeout_s, results=dict(previous_results))
 
     sink = None
     if not args.no_mlflow:

@@ -24,6 +24,13 @@ class RunContext:
     timeout_s: float = 900.0
     _spark: Any = None
     spark_info: dict[str, Any] | None = None
+    results: dict[str, Any] = field(default_factory=dict)  # identity -> Result, filled by the runner
+
+    def find(self, experiment: str, case: str, params: dict[str, Any]):
+        """The Result already recorded in this run for that identity (e.g. a reference case), or None."""
+        from .record import identity
+
+        return self.results.get(identity(experiment, case, params))
 
     @property
     def work_dir(self) -> Path:

@@ -69,6 +69,7 @@ class Runner:
             self.progress.start_case(i, case.label)
             result = self.run_case(case)
             record.append(self.results_file, result)
+            self.ctx.results[result.identity] = result
             if self.on_record:
                 self.on_record(result)
             self.progress.end_case(_summary(result))
