@@ -102,9 +102,9 @@ class Runner:
         worker.start()
         deadline = time.monotonic() + timeout_s
         try:
-            while not state.done.wait(0.25):
+            while not state.done.wait(max(0.0, min(0.25, deadline - time.monotonic()))):
                 self.progress.tick()
-                if time.monotonic() > deadline:
+                if time.monotonic() >= deadline:
                     self._cancel(group)
                     state.done.wait(10)  # let a cancelled Spark job unwind so the next case starts clean
                     return self._failed(base, "timeout", TimeoutError(

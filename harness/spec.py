@@ -219,7 +219,10 @@ def plan(targets: list[str], set_items: list[str], registry: dict) -> Plan:
     description, defaults = "", {}
     selected_specs: list[CaseSpec] = []
     for target in targets:
-        if "." not in target and target not in registry and is_suite(target):
+        if target.endswith(".toml") and not Path(target).is_file():
+            problems.append(f"suite file {target}: not found (built-in suites: quick, full)")
+            continue
+        if (target.endswith(".toml") or ("." not in target and target not in registry)) and is_suite(target):
             suite, where = load_suite_file(target)
             description = suite.get("description", "")
             for key in sorted(set(suite) - SUITE_KEYS):

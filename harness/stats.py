@@ -57,3 +57,123 @@ def summarize(samples: Sequence[float]) -> dict[str, float]:
         "ci_low": lo,
         "ci_high": hi,
     }
+
+
+# --- regression gate: effect size, rank test, multiple testing, sensitivity ---------------------------------
+
+def worse_ratio(baseline_median: float, current_median: float, better: str) -> float:
+    """Ratio of medians oriented so that > 1 means worse: current/baseline for times, baseline/current for
+    throughputs (better == "higher")."""
+    if better == "higher":
+        return baseline_median / current_median
+    return current_median / baseline_median
+
+
+def bootstrap_ratio_ci(baseline: Sequence[float], current: Sequence[float], better: str = "lower",
+                       confidence: float = 0.95, n_boot: int = 4000, seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap CI of `worse_ratio` of medians, resampling each side independently.
+
+    Seeded, so the same inputs always print the same interval. With very few samples the interval is coarse
+    (a resampled median can only take sample values) and says so by being wide.
+    """
+    import numpy as np
+
+    b = np.asarray(baseline, dtype=float)
+    c = np.asarray(current, dtype=float)
+    if b.size == 0 or c.size == 0:
+        return math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    mb = np.median(b[rng.integers(0, b.size, (n_boot, b.size))], axis=1)
+    mc = np.median(c[rng.integers(0, c.size, (n_boot, c.size))], axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = mb / mc if better == "higher" else mc / mb
+    ratios = ratios[np.isfinite(ratios)]
+    if ratios.size == 0:
+        return math.nan, math.nan
+    tail = (1 - confidence) / 2
+    lo, hi = np.quantile(ratios, [tail, 1 - tail])
+    return float(lo), float(hi)
+
+
+def mann_whitney_worse(baseline: Sequence[float], current: Sequence[float], better: str = "lower") -> float:
+    """One-sided Mann-Whitney U p-value for "current is worse than baseline" (larger times, or smaller
+    throughputs). Exact for small samples without ties, normal approximation otherwise (scipy's choice)."""
+    from scipy.stats import mannwhitneyu
+
+    if len(baseline) == 0 or len(current) == 0:
+        return math.nan
+    alternative = "less" if better == "higher" else "greater"
+    return float(mannwhitneyu(list(current), list(baseline), alternative=alternative).pvalue)
+
+
+def benjamini_hochberg(pvalues: Sequence[float]) -> list[float]:
+    """Benjamini-Hochberg adjusted p-values (q-values): reject where q <= alpha controls the false discovery
+    rate at alpha across the family. NaN inputs stay NaN and do not count towards the family size."""
+    idx = [i for i, p in enumerate(pvalues) if not math.isnan(p)]
+    m = len(idx)
+    out = [math.nan] * len(pvalues)
+    running = 1.0
+    for rank, i in sorted(enumerate(sorted(idx, key=lambda i: pvalues[i]), 1), key=lambda t: -t[0]):
+        running = min(running, pvalues[i] * m / rank)
+        out[i] = running
+    return out
+
+
+def min_rank_p(n1: int, n2: int) -> float:
+    """The smallest one-sided exact Mann-Whitney p-value n1 and n2 samples can give (complete separation):
+    below this no change, however large, is significant."""
+    if n1 == 0 or n2 == 0:
+        return 1.0
+    return 1.0 / math.comb(n1 + n2, n1)
+
+
+def log_spread(samples: Sequence[float]) -> float:
+    """Standard deviation of log(samples): relative noise, comparable across cases of any scale."""
+    xs = [math.log(x) for x in samples if x > 0]
+    return statistics.stdev(xs) if len(xs) > 1 else math.nan
+
+
+# Mann-Whitney's asymptotic efficiency relative to the t-test for normal data is 3/pi; its sample sizes are
+# the t-test's inflated by pi/3.
+_MWU_INFLATION = math.pi / 3
+
+
+def _z(p: float) -> float:
+    return statistics.NormalDist().inv_cdf(p)
+
+
+def min_detectable_change(baseline: Sequence[float], current: Sequence[float], alpha: float = 0.05,
+                          power: float = 0.8) -> float:
+    """The smallest relative worsening (0.10 = 10%) that these samples would have detected with the given power
+    at significance `alpha`, from the pooled relative noise; inf when the rank test cannot reach alpha at all
+    with so few samples. An approximation (normal theory on log times, scaled for the rank test)."""
+    n1, n2 = len(baseline), len(current)
+    if n1 < 2 or n2 < 2 or min_rank_p(n1, n2) > alpha:
+        return math.inf
+    s = pooled_log_spread(baseline, current)
+    if math.isnan(s):
+        return math.inf
+    se = s * math.sqrt(_MWU_INFLATION * (1 / n1 + 1 / n2))
+    return math.exp((_z(1 - alpha) + _z(power)) * se) - 1
+
+
+def pooled_log_spread(baseline: Sequence[float], current: Sequence[float]) -> float:
+    s1, s2 = log_spread(baseline), log_spread(current)
+    n1, n2 = len(baseline), len(current)
+    if math.isnan(s1) or math.isnan(s2):
+        return math.nan
+    return math.sqrt(((n1 - 1) * s1 ** 2 + (n2 - 1) * s2 ** 2) / (n1 + n2 - 2))
+
+
+def repeats_needed(spread: float, change: float, alpha: float = 0.05, power: float = 0.8,
+                   limit: int = 10_000) -> int | None:
+    """Repeats per side for a relative worsening `change` (0.05 = 5%) to be significant with `power`, given the
+    relative noise `spread` (see `log_spread`); None when it would take more than `limit`."""
+    if math.isnan(spread) or change <= 0:
+        return None
+    effect = math.log1p(change)
+    z = _z(1 - alpha) + _z(power)
+    n = max(2, math.ceil(2 * _MWU_INFLATION * (z * spread / effect) ** 2))
+    while min_rank_p(n, n) > alpha:  # the rank test's floor: tiny noise still needs enough samples
+        n += 1
+    return n if n <= limit else None

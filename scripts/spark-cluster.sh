@@ -14,6 +14,9 @@ nworkers=${WORKERS:-2}
 spark_home=$("$py" -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')
 export SPARK_HOME=$spark_home SPARK_LOCAL_IP=127.0.0.1 SPARK_MASTER_HOST=127.0.0.1 \
   PYSPARK_PYTHON=$(cd "$(dirname "$py")" && pwd)/$(basename "$py")
+# workers launch executors through Spark's launcher, which needs the Scala version when there is no build dir
+scala=$(ls "$spark_home/jars" | sed -n 's/^spark-core_\([0-9.]*\)-.*\.jar$/\1/p' | head -n1)
+export SPARK_SCALA_VERSION=${scala:-2.12}
 mkdir -p "$dir"
 
 start_daemon() {  # name, class, args...

@@ -62,3 +62,21 @@ def _test_cache(tmp_path_factory):
         os.environ["HARNESS_TEST_CACHE"] = str(tmp_path_factory.mktemp("harness-cache"))
     os.environ.setdefault("HARNESS_CACHE", os.environ["HARNESS_TEST_CACHE"])
     yield
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` on a free loopback port, stopped at the end of the session."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    folder = tmp_path_factory.mktemp("mlflow-server")
+    env = {**os.environ, "MLFLOW_SERVER_DIR": str(folder), "VENV": str(Path(sys.executable).parent.parent)}
+    script = ROOT / "scripts" / "mlflow-server.sh"
+    started = subprocess.run(["bash", str(script), "start", str(port)], capture_output=True, text=True, env=env,
+                             timeout=180)
+    assert started.returncode == 0, started.stdout + started.stderr
+    yield f"http://127.0.0.1:{port}"
+    subprocess.run(["bash", str(script), "stop"], capture_output=True, text=True, env=env, timeout=60)

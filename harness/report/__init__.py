@@ -1,0 +1,135 @@
+"""Reports: plots and one self-contained HTML page for one or more run folders (`harness report`).
+
+Nothing here is timed. The report reads `results.jsonl` and `env.json` of each run, plans its views from the
+records' generic fields (experiment, case, params, metric, stats, extra, status), draws the charts with
+matplotlib (Agg) into `plots/` next to the page, and embeds them base64 in one HTML file readable offline.
+Malformed lines and a missing `env.json` are shown on the page and do not stop the rest of the report.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .. import record
+from ..record import Result
+
+
+class ReportError(Exception):
+    """Input the report cannot use at all; the message names the path and the fix."""
+
+
+@dataclass
+class Run:
+    """One run folder as the report sees it."""
+
+    path: Path  # the folder holding results.jsonl
+    results: list[Result]  # the latest record per identity, in file order
+    env: dict[str, Any] | None  # env.json, or None when missing/unreadable
+    problems: list[str] = field(default_factory=list)  # malformed lines, missing env.json
+    label: str = ""  # short name on charts: the run id
+
+
+def load_run(path: Path) -> Run:
+    """Reads a run folder (or its results.jsonl); raises ReportError when nothing usable is there."""
+    p = Path(path)
+    if not p.exists():
+        raise ReportError(f"{p}: no such run folder; pass a folder written by `harness run` "
+                          "(RESULTS/<run_id>, holding results.jsonl)")
+    results_file = record.results_path(p)
+    if not results_file.is_file():
+        raise ReportError(f"{p}: no {record.RESULTS_FILE} in it; pass a run folder written by `harness run` "
+                          "(RESULTS/<run_id>)")
+    try:
+        results, problems = record.read(results_file)
+    except (OSError, UnicodeDecodeError) as e:
+        raise ReportError(f"{results_file}: unreadable ({e}); is it a results file written by `harness run`?") from None
+    if not results:
+        detail = f" ({len(problems)} malformed line(s), first: {problems[0]})" if problems else " (it is empty)"
+        raise ReportError(f"{results_file}: holds no readable records{detail}; rerun the cases, or pass another "
+                          "run folder")
+    env_file = results_file.parent / record.ENV_FILE
+    env = None
+    if not env_file.is_file():
+        problems.append(f"{env_file}: missing, so the summary has no machine or software details "
+                        "(`harness run` writes it; copy it from the machine that made the run)")
+    else:
+        try:
+            env = json.loads(env_file.read_text(encoding="utf-8"))
+            if not isinstance(env, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            env = None
+            problems.append(f"{env_file}: unreadable ({e}); the summary has no machine or software details")
+    label = results[0].run_id or results_file.parent.name
+    return Run(results_file.parent, record.dedupe_latest(results), env, problems, label)
+
+
+class _Progress:
+    """A line on stderr at most every 2 s (and a last one), so short builds stay quiet and long ones show life."""
+
+    def __init__(self, total: int, quiet: bool):
+        self.total, self.quiet = total, quiet
+        self.t0 = self.last = time.monotonic()
+        self.tty = sys.stderr.isatty()
+
+    def step(self, i: int, what: str) -> None:
+        now = time.monotonic()
+        if self.quiet or now - self.last < 2.0:
+            return
+        self.last = now
+        text = f"report: chart {i}/{self.total} ({what[:60]}), {now - self.t0:.0f} s"
+        sys.stderr.write(("\r" + text.ljust(100)) if self.tty else text + "\n")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if not self.quiet and self.last != self.t0:
+            sys.stderr.write(("\r" if self.tty else "") + f"report: {self.total} chart(s) drawn in "
+                             f"{time.monotonic() - self.t0:.0f} s\n")
+            sys.stderr.flush()
+
+
+def build_report(run_dirs: list[Path], out: Path | None = None, quiet: bool = False) -> Path:
+    """Builds the page (and plots/ beside it) for one or more runs; returns the HTML path.
+
+    `out` defaults to RUN_DIR/report.html (the first run's folder when several are given).
+    """
+    from . import html, plots
+
+    if not run_dirs:
+        raise ReportError("no run folder given: pass one or more RESULTS/<run_id> folders")
+    runs = [load_run(Path(p)) for p in run_dirs]
+    seen: dict[str, int] = {}
+    for r in runs:  # the same run id twice (a copied folder) still needs two names on the charts
+        n = seen[r.label] = seen.get(r.label, 0) + 1
+        if n > 1:
+            r.label = f"{r.label} ({r.path.name}#{n})"
+    out = Path(out) if out is not None else runs[0].path / "report.html"
+    if out.is_dir():
+        out = out / "report.html"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        plot_dir = out.parent / "plots"
+        plot_dir.mkdir(exist_ok=True)
+    except OSError as e:
+        raise ReportError(f"{out}: cannot write the report there ({e}); pass another --out FILE") from None
+    for r in runs:
+        for problem in r.problems:
+            print(f"harness: warning: {problem}", file=sys.stderr)
+
+    sections = plots.plan(runs)
+    charts = [c for s in sections for c in s.charts()]
+    plots.clear_old(plot_dir)
+    progress = _Progress(len(charts), quiet)
+    for i, chart in enumerate(charts, 1):
+        progress.step(i, chart.title)
+        plots.render(chart, plot_dir, i)
+    progress.done()
+    out.write_text(html.page(runs, sections), encoding="utf-8")
+    return out
+
+
+__all__ = ["ReportError", "Run", "build_report", "load_run"]
