@@ -118,7 +118,8 @@ def cmd_env(args) -> int:
         return EXIT_OK
     m, pk = env["machine"], env["packages"]
     print(f"env_id   {env['env_id']}")
-    print(f"cpu      {m['cpu_model']} ({m['cores']} cores), {m['memory_gb']} GB RAM, {m['arch']}")
+    print(f"cpu      {m['cpu_model']} ({m['cores']} cores, {m['threads']} threads), {m['memory_gb']} GB RAM, "
+          f"{m['arch']}")
     print(f"os       {env['os']['system']} {env['os']['release']}")
     print(f"python   {env['python']['version']}   java: {env['java'] or 'MISSING'}")
     gpu = env["gpu"]
@@ -155,8 +156,10 @@ def cmd_run(args) -> int:
             problems.append(f"{flag} must be {'> 0' if flag == '--timeout' else f'>= {low}'}, got {value}")
     conf, conf_problems = _parse_conf(args.conf)
     problems += conf_problems
-    if args.data is not None and not args.data.exists():
-        problems.append(f"--data {args.data}: no such file or folder")
+    if args.data is not None:
+        from .data import check_data_path
+
+        problems += check_data_path(args.data)
     if args.run_id and not all(c.isalnum() or c in "-_." for c in args.run_id):
         problems.append(f"--run-id {args.run_id!r}: use letters, digits, '-', '_' and '.' only")
     if args.resume and not args.run_id:

@@ -48,6 +48,16 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def physical_cores() -> int | None:
+    """Physical cores (psutil), falling back to logical CPUs."""
+    try:
+        import psutil
+
+        return psutil.cpu_count(logical=False) or os.cpu_count()
+    except ImportError:
+        return os.cpu_count()
+
+
 def memory_gb() -> float:
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
@@ -124,7 +134,7 @@ def fingerprint() -> dict[str, Any]:
     u = platform.uname()
     return {
         "captured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpu_model": cpu_model(), "cores": os.cpu_count(),
+        "machine": {"cpu_model": cpu_model(), "cores": physical_cores(), "threads": os.cpu_count(),
                     "cores_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
                     "memory_gb": memory_gb(), "arch": u.machine, "hostname": u.node},
         "os": {"system": u.system, "release": u.release, "version": u.version},

@@ -155,3 +155,16 @@ def test_run_logs_straight_to_a_real_server(tmp_path, mlflow_server):
     assert len(client.get_metric_history(case.info.run_id, "wall_s")) == 3
     parent = client.get_run(case.data.tags["mlflow.parentRunId"])
     assert {"results.jsonl", "env.json"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+
+
+def test_data_path_is_checked_before_anything_runs(tmp_path):
+    empty = tmp_path / "empty"
+    (empty / "001.cat").mkdir(parents=True)
+    (empty / "001.cat" / "notes.txt").write_text("not an image")
+    header_only = tmp_path / "h.csv"
+    header_only.write_text("a,b\n")
+    for path, text in ((empty, "no JPEG images"), (header_only, "at least one data row"),
+                       (tmp_path / "x.parquet", "no such file")):
+        p = harness_cli("run", "calibration.sleep", "--data", str(path), "--results", str(tmp_path / "r"))
+        assert p.returncode == 2 and text in p.stderr and str(path) in p.stderr, p.stderr
+    assert not (tmp_path / "r").exists()
