@@ -124,7 +124,8 @@ def min_rank_p(n1: int, n2: int) -> float:
     below this no change, however large, is significant."""
     if n1 == 0 or n2 == 0:
         return 1.0
-    return 1.0 / math.comb(n1 + n2, n1)
+    # via logs: the binomial coefficient overflows a float beyond a few hundred samples
+    return math.exp(math.lgamma(n1 + 1) + math.lgamma(n2 + 1) - math.lgamma(n1 + n2 + 1))
 
 
 def log_spread(samples: Sequence[float]) -> float:
@@ -174,6 +175,8 @@ def repeats_needed(spread: float, change: float, alpha: float = 0.05, power: flo
     effect = math.log1p(change)
     z = _z(1 - alpha) + _z(power)
     n = max(2, math.ceil(2 * _MWU_INFLATION * (z * spread / effect) ** 2))
+    if n > limit:
+        return None
     while min_rank_p(n, n) > alpha:  # the rank test's floor: tiny noise still needs enough samples
         n += 1
     return n if n <= limit else None

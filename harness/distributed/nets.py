@@ -48,7 +48,8 @@ def torch_net(name: str, input_shape: tuple, n_outputs: int):
 
         def forward(self, x):
             # batches are NHWC (shared with TensorFlow); torch convolutions want NCHW
-            x = self.features(x.permute(0, 3, 1, 2))
+            # (contiguous: channels-last strides would make DDP's gradient buckets mismatch)
+            x = self.features(x.permute(0, 3, 1, 2).contiguous())
             return self.head(x.mean(dim=(2, 3)))
 
     return SmallResNet()

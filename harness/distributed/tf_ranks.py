@@ -109,12 +109,9 @@ def worker(cfg: dict) -> dict:
 
     def dataset_fn(ctx: tf.distribute.InputContext):
         if cfg["data"] == "parquet":
-            from .data import parquet_batches
+            from .data import tf_dataset
 
-            shape = (batch, *cfg["input_shape"])
-            return tf.data.Dataset.from_generator(
-                lambda: parquet_batches(cfg, ctx.input_pipeline_id, ctx.num_input_pipelines),
-                output_signature=(tf.TensorSpec(shape, tf.float32), tf.TensorSpec((batch,), tf.int64)))
+            return tf_dataset(cfg, ctx.input_pipeline_id, ctx.num_input_pipelines)
         # one reused batch, as in the PyTorch ranks: pure compute + communication
         rng = np.random.default_rng(cfg["seed"] + ctx.input_pipeline_id)
         x = rng.standard_normal((batch, *cfg["input_shape"]), dtype=np.float32)

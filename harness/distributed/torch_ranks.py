@@ -81,6 +81,8 @@ class _TorchDist:
         import torch.distributed as dist
 
         self.dist = dist
+        if cfg["device"] == "cpu":
+            os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")  # Gloo otherwise picks the host's first interface
         dist.init_process_group("nccl" if cfg["device"] == "gpu" else "gloo")
         self.rank, self.size = dist.get_rank(), dist.get_world_size()
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -130,7 +132,7 @@ def train(cfg: dict, comm) -> dict:
     def iteration() -> None:
         for _ in range(cfg["batches"]):
             x, y = next(data)
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             loss = F.cross_entropy(model(x), y)
             loss.backward()
             opt.step()
@@ -171,6 +173,10 @@ def horovod_fn(cfg: dict) -> dict:
 
 def torch_distributor_fn(cfg: dict) -> dict:
     """For TorchDistributor.run: TorchDistributor returns rank 0's value, which holds every rank's figures."""
+    # torchrun starts each rank with the driver's (or executor's) environment: the rank settings go in here,
+    # before torch (and its OpenMP runtime) is first imported in this process
+    for k, v in cfg.get("rank_env", {}).items():
+        os.environ.setdefault(k, v)
     return train(cfg, _TorchDist(cfg))
 
 

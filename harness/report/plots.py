@@ -18,9 +18,10 @@ from ..record import Result
 # The one place that knows experiments by name: the reference case each speedup is taken against, the
 # no-Spark limit drawn as a reference line, and the scaling axis whose first value is the 1-worker figure.
 REFERENCES: dict[str, dict[str, Any]] = {
-    "ingestion": {"baseline": "small_files", "limit": "pyarrow_limit", "limit_label": "pyarrow alone, no Spark"},
-    "udf": {"baseline": "row_udf", "limit": "native", "limit_label": "native Spark SQL, no Python"},
-    "training": {"limit": "feed_limit", "limit_label": "batches already in memory"},
+    "ingestion": {"baseline": "small_files", "limit": "pyarrow_limit", "limit_label": "the no-Spark limit"},
+    "udf": {"baseline": "row_udf", "limit": "native", "limit_label": "the no-Python limit"},
+    # feed_* cases time one epoch of batches, the framework cases whole trainings: charted apart
+    "training": {"limit": "feed_limit", "limit_label": "the in-memory limit", "families": ("feed_",)},
     "scaling": {"baseline_workers": 1},
 }
 WORKERS_AXIS = "workers"  # a record with this param is a point on a scaling curve
@@ -29,7 +30,8 @@ DEVICE_AXIS = "device"
 # params that change what a quality curve's metric means (R^2 for one task, accuracy for another)
 CURVE_FACETS = ("task", "dataset", "data")
 # extras that name the metric in a quality curve
-CURVE_METRIC_KEYS = ("quality_metric", "test_metric", "metric_name")
+CURVE_METRIC_KEYS = ("target_metric", "quality_metric", "test_metric", "metric_name")
+CURVE_TARGET_KEY = "target"  # the quality a model must reach (time_to_target_s), drawn as a line when shared
 MAX_BARS = 36  # more bars than this are split over several charts, so labels stay readable
 
 
@@ -38,6 +40,7 @@ class Table:
     columns: list[str]
     rows: list[list[str]]
     caption: str = ""
+    headlines: list[str] = field(default_factory=list)  # one-line findings for the page's "At a glance"
 
 
 @dataclass
@@ -48,6 +51,8 @@ class Chart:
     note: str = ""
     height_in: float = 4.0
     png: Path | None = None  # set once rendered
+    headlines: list[str] = field(default_factory=list)
+    failed: str = ""  # why drawing failed, shown in place of the image
 
 
 @dataclass
@@ -161,7 +166,7 @@ def extra_columns(records: list[Result]) -> list[str]:
 
 
 def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "chart"
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:80] or "chart"
 
 
 def _palette(n: int) -> list:
@@ -200,7 +205,8 @@ def plan(runs: list) -> list[Section]:
                                  "(see the problems listed in the summary).")
                 sections.append(sec)
                 continue
-            sec.items += comparison(exp, ok)
+            if not all(is_scaling_point(r) for r in ok):  # else the scaling charts already show every record
+                sec.items += comparison(exp, ok)
             sec.items += speedups(exp, ok)
             sec.items += scaling(exp, ok)
             sec.items += curves(exp, ok)
@@ -209,51 +215,69 @@ def plan(runs: list) -> list[Section]:
 
 
 def comparison(exp: str, ok: list[Result]) -> list[Chart]:
-    """Median + CI per case, one chart per metric, bars grouped by the params all cases share and vary."""
-    ref = REFERENCES.get(exp, {})
-    out = []
+    """Median + CI per case: one chart per metric (and case family), bars grouped by the params that vary."""
     by_metric: dict[tuple, list[Result]] = {}
     for r in ok:
         by_metric.setdefault((r.metric, r.unit, r.better), []).append(r)
+    out = []
     for (metric, unit, better), rs in by_metric.items():
-        bars = [r for r in rs if r.case != ref.get("limit")]
-        limits = [r for r in rs if r.case == ref.get("limit")]
-        if not bars:  # only the limit case ran: show it as ordinary bars
-            bars, limits = limits, []
-        group_keys = shared_varying(bars)
-        label_keys = [k for k in varying_keys(bars) if k not in group_keys]
-        case_order = list(dict.fromkeys(r.case for r in bars))
-        groups: dict[tuple, list[Result]] = {}
-        for r in sorted(bars, key=lambda r: [_sort_key(r.params[k]) for k in group_keys]):
-            groups.setdefault(tuple(r.params[k] for k in group_keys), []).append(r)
-        for g in groups.values():
-            g.sort(key=lambda r: (case_order.index(r.case), [_sort_key(r.params.get(k)) for k in label_keys]))
-        # split whole groups over several charts when there are too many bars
-        pages: list[list[tuple]] = [[]]
-        for key, g in groups.items():
-            if pages[-1] and sum(len(x[1]) for x in pages[-1]) + len(g) > MAX_BARS:
-                pages.append([])
-            pages[-1].append((key, g))
-        for n, page in enumerate(pages, 1):
-            part = f" (part {n} of {len(pages)})" if len(pages) > 1 else ""
-            title = f"{exp}: median {metric} per case, {better} is better{part}"
-            page_limits = []
-            for key, g in page:
-                gp = dict(zip(group_keys, key))
-                cands = [lim for lim in limits if all(lim.params.get(k, v) == v for k, v in gp.items())]
-                lim = best_match(g[0], cands)
-                page_limits.append(lim)
-            shown = [r for _, g in page for r in g] + [lim for lim in dict.fromkeys(page_limits) if lim]
-            table = result_table(shown, limit_case=ref.get("limit"))
-            n_min = min((r.stats.get("n", 0) for r in shown), default=0)
-            note = ("Whiskers: distribution-free 95% CI of the median"
-                    + ("; with fewer than 6 repeats it is the min-max range." if n_min < 6 else "."))
-            if limits:
-                note += (f" Dashed line: {ref['limit']} ({ref.get('limit_label', 'reference')}), "
-                         "the limit with the same params.")
-            out.append(Chart(title, _draw_bars(page, group_keys, label_keys, case_order, page_limits,
-                                               metric, unit, better, ref), table, note,
-                             height_in=1.6 + 0.32 * (len(shown) + len(page))))
+        for family, members in split_families(exp, rs):
+            out += _comparison(exp, metric, unit, better, members, family)
+    return out
+
+
+def split_families(exp: str, rs: list[Result]) -> list[tuple[str, list[Result]]]:
+    """Cases grouped by the experiment's family prefixes (REFERENCES[exp]['families']); the rest together."""
+    prefixes = REFERENCES.get(exp, {}).get("families", ())
+    fams: dict[str, list[Result]] = {}
+    for r in rs:
+        fams.setdefault(next((p for p in prefixes if r.case.startswith(p)), ""), []).append(r)
+    return sorted(fams.items())
+
+
+def _comparison(exp, metric, unit, better, rs, family) -> list[Chart]:
+    """The charts of one metric and family: the limit case becomes a line per group, not a bar."""
+    ref = REFERENCES.get(exp, {})
+    out = []
+    bars = [r for r in rs if r.case != ref.get("limit")]
+    limits = [r for r in rs if r.case == ref.get("limit")]
+    if not bars:  # only the limit case ran: show it as ordinary bars
+        bars, limits = limits, []
+    group_keys = shared_varying(bars)
+    label_keys = [k for k in varying_keys(bars) if k not in group_keys]
+    case_order = list(dict.fromkeys(r.case for r in bars))
+    groups: dict[tuple, list[Result]] = {}
+    for r in sorted(bars, key=lambda r: [_sort_key(r.params[k]) for k in group_keys]):
+        groups.setdefault(tuple(r.params[k] for k in group_keys), []).append(r)
+    for g in groups.values():
+        g.sort(key=lambda r: (case_order.index(r.case), [_sort_key(r.params.get(k)) for k in label_keys]))
+    # split whole groups over several charts when there are too many bars
+    pages: list[list[tuple]] = [[]]
+    for key, g in groups.items():
+        if pages[-1] and sum(len(x[1]) for x in pages[-1]) + len(g) > MAX_BARS:
+            pages.append([])
+        pages[-1].append((key, g))
+    for n, page in enumerate(pages, 1):
+        part = f" (part {n} of {len(pages)})" if len(pages) > 1 else ""
+        fam = f" ({family}* cases)" if family else ""
+        title = f"{exp}{fam}: median {metric} per case, {better} is better{part}"
+        page_limits = []
+        for key, g in page:
+            gp = dict(zip(group_keys, key))
+            cands = [lim for lim in limits if all(lim.params.get(k, v) == v for k, v in gp.items())]
+            lim = best_match(g[0], cands)
+            page_limits.append(lim)
+        shown = [r for _, g in page for r in g] + list({id(lim): lim for lim in page_limits if lim}.values())
+        table = result_table(shown, limit_case=ref.get("limit"))
+        n_min = min((r.stats.get("n", 0) for r in shown), default=0)
+        note = ("Whiskers: distribution-free 95% CI of the median"
+                + ("; with fewer than 6 repeats it is the min-max range." if n_min < 6 else "."))
+        if limits:
+            note += (f" Dashed line: {ref['limit']} ({ref.get('limit_label', 'reference')}), "
+                     "the limit with the same params.")
+        out.append(Chart(title, _draw_bars(page, group_keys, label_keys, case_order, page_limits,
+                                           metric, unit, better, ref), table, note,
+                         height_in=1.6 + 0.32 * (len(shown) + len(page))))
     return out
 
 
@@ -334,12 +358,15 @@ def speedups(exp: str, ok: list[Result]) -> list[Table]:
         if not bases:
             continue
         rows = []
+        best: dict[int, tuple[float, Result, Result]] = {}  # per reference record: the best case against it
         for r in rs:
             b = best_match(r, bases)
             if b is None:
                 continue
             lim = best_match(r, limits) if limits and r.case != limit_case else None
             g = gain(median(r), median(b), better)
+            if g and r.case not in (base_case, limit_case) and (id(b) not in best or g > best[id(b)][0]):
+                best[id(b)] = (g, r, b)
             row = [r.case, params_text(r.params), fmt(median(r)), fmt(median(b)),
                    f"{g:.2f}×" if g else "—"]
             if limits:
@@ -351,9 +378,14 @@ def speedups(exp: str, ok: list[Result]) -> list[Table]:
         if limits:
             cols.append(f"share of {limit_case}")
         caption = (f"{exp}: speedup against {base_case} with the same params ({metric}, {better} is better; "
-                   "> 1× is faster)." + (f" 'share of {limit_case}': 1× means as good as the no-Spark limit."
-                                          if limits else ""))
-        out.append(Table(cols, rows, caption))
+                   "> 1× is faster)." + (f" 'share of {limit_case}': 1× means as good as {limit_case}, "
+                                          f"{ref.get('limit_label', 'the limit')}." if limits else ""))
+        table = Table(cols, rows, caption)
+        for g, r, b in best.values():
+            table.headlines.append(f"{exp} ({params_text(b.params, shared_varying(bases)) or 'all cases'}): best "
+                                   f"is {r.case}, {g:.2f}× {base_case} ({fmt(median(r))} vs {fmt(median(b))} "
+                                   f"{unit} {metric})")
+        out.append(table)
     return out
 
 
@@ -368,33 +400,44 @@ def throughput(r: Result) -> tuple[float, float, float, str] | None:
     return None
 
 
+def workers_of(r: Result) -> int | None:
+    """Workers that really ran: the record's `workers` extra where the case capped the asked-for count (GPUs)."""
+    for w in (r.extra.get(WORKERS_AXIS), r.params.get(WORKERS_AXIS)):
+        if isinstance(w, int) and not isinstance(w, bool) and w > 0:
+            return w
+    return None
+
+
+def is_scaling_point(r: Result) -> bool:
+    return WORKERS_AXIS in r.params and workers_of(r) is not None and throughput(r) is not None
+
+
 def scaling(exp: str, ok: list[Result]) -> list[Chart]:
-    """Throughput and efficiency vs workers, one chart per scaling mode; a line per launcher x device x params."""
-    points = [r for r in ok if isinstance(r.params.get(WORKERS_AXIS), int) and throughput(r)]
+    """Throughput and efficiency vs workers, one chart per mode (weak/strong) and device; a line per launcher."""
+    points = [r for r in ok if is_scaling_point(r)]
     if not points:
         return []
     out = []
-    by_mode: dict[str, list[Result]] = {}
-    for r in points:
-        by_mode.setdefault(str(r.params.get(MODE_AXIS, "")), []).append(r)
+    by_mode: dict[tuple[str, str], list[Result]] = {}
+    for r in points:  # CPU and GPU throughputs differ by orders of magnitude: separate charts
+        by_mode.setdefault((str(r.params.get(MODE_AXIS, "")), str(r.params.get(DEVICE_AXIS, ""))), []).append(r)
     base_n = REFERENCES.get(exp, {}).get("baseline_workers", 1)
-    for mode, rs in sorted(by_mode.items()):
-        label_keys = [k for k in varying_keys(rs) if k not in (WORKERS_AXIS, MODE_AXIS)]
+    for (mode, device), rs in sorted(by_mode.items()):
+        label_keys = [k for k in varying_keys(rs) if k not in (WORKERS_AXIS, MODE_AXIS, DEVICE_AXIS)]
         series: dict[tuple, list[Result]] = {}
         for r in rs:
             key = (r.case,) + tuple((k, repr(v)) for k, v in sorted(r.params.items()) if k != WORKERS_AXIS)
             series.setdefault(key, []).append(r)
-        lines = []
-        rows = []
+        lines, rows, heads = [], [], []
         for key, pts in series.items():
-            pts.sort(key=lambda r: r.params[WORKERS_AXIS])
+            pts.sort(key=workers_of)
             name = " ".join([pts[0].case] + [f"{k}={pts[0].params[k]}" for k in label_keys if k in pts[0].params])
-            one = next((p for p in pts if p.params[WORKERS_AXIS] == base_n), None)
+            one = next((p for p in pts if workers_of(p) == base_n), None)
             t1 = throughput(one)[0] if one else None
             line = []
             for p in pts:
-                n = p.params[WORKERS_AXIS]
-                v, lo, hi, ylabel = throughput(p)
+                n = workers_of(p)
+                v, lo, hi, _ = throughput(p)
                 speed = v / t1 if t1 else None
                 eff = speed * base_n / n if speed else None
                 line.append((n, v, lo, hi, speed, eff))
@@ -403,16 +446,22 @@ def scaling(exp: str, ok: list[Result]) -> list[Chart]:
                              fmt(v / n), f"{speed:.2f}×" if speed else "—", f"{eff:.0%}" if eff else "—",
                              fmt(over) if over is not None else "—"])
             lines.append((name, str(pts[0].params.get(DEVICE_AXIS, "")), line, t1))
+            if t1 and len(line) > 1:
+                n, _, _, _, speed, eff = line[-1]
+                where = "".join(f", {x}" for x in (mode, device) if x)
+                heads.append(f"{exp} {name}{where}: {n} workers give {speed:.2f}× the {base_n}-worker "
+                             f"throughput, {eff:.0%} efficiency")
         mode_text = {"weak": "weak scaling (fixed batch per worker)",
                      "strong": "strong scaling (fixed global batch)"}.get(mode, f"mode={mode}" if mode else "")
-        title = f"{exp}: throughput and efficiency vs workers" + (f", {mode_text}" if mode_text else "")
+        title = (f"{exp}: throughput and efficiency vs workers" + (f", {mode_text}" if mode_text else "")
+                 + (f", {device}" if device else ""))
         ylabel = throughput(rs[0])[3]
         note = (f"Dotted lines: ideal linear scaling from each line's {base_n}-worker figure; efficiency = "
                 f"throughput(N) / (N × throughput({base_n})). A line without a {base_n}-worker point has no "
                 "speedup or efficiency.")
         table = Table(["line (launcher, params)", "workers", "throughput", "95% CI", "per worker",
                        f"speedup vs {base_n} worker", "efficiency", "oversubscribed"], rows)
-        out.append(Chart(title, _draw_scaling(lines, ylabel, base_n), table, note, height_in=4.6))
+        out.append(Chart(title, _draw_scaling(lines, ylabel, base_n), table, note, height_in=4.6, headlines=heads))
     return out
 
 
@@ -421,16 +470,15 @@ def _draw_scaling(lines, ylabel, base_n):
         ax1, ax2 = fig.subplots(1, 2)
         colors = _palette(len(lines))
         all_n = sorted({pt[0] for _, _, line, _ in lines for pt in line})
-        for (name, device, line, t1), color in zip(lines, colors):
-            style = "--" if device == "gpu" else "-"
+        for (name, _device, line, t1), color in zip(lines, colors):
             ns = [pt[0] for pt in line]
             vs = [pt[1] for pt in line]
             err = [[max(pt[1] - pt[2], 0) for pt in line], [max(pt[3] - pt[1], 0) for pt in line]]
-            ax1.errorbar(ns, vs, yerr=err, fmt="o" + style, color=color, capsize=3, label=name)
+            ax1.errorbar(ns, vs, yerr=err, fmt="o-", color=color, capsize=3, label=name)
             if t1:
-                ax1.plot(all_n, [t1 * n / base_n for n in all_n], ":", color=color, alpha=0.8)
+                ax1.plot(ns, [t1 * n / base_n for n in ns], ":", color=color, alpha=0.8)
                 effs = [(pt[0], pt[5]) for pt in line if pt[5] is not None]
-                ax2.plot([e[0] for e in effs], [e[1] for e in effs], "o" + style, color=color, label=name)
+                ax2.plot([e[0] for e in effs], [e[1] for e in effs], "o-", color=color, label=name)
         ax1.plot([], [], ":", color="gray", label="ideal (linear)")
         ax2.axhline(1.0, color="gray", ls=":", label="ideal (100%)")
         for ax in (ax1, ax2):
@@ -482,22 +530,39 @@ def curves(exp: str, ok: list[Result]) -> list[Chart]:
             lines.append((name, pts))
             rows.append([name, str(len(pts)), fmt(pts[-1][0]), fmt(ys[-1]), fmt(max(ys)), fmt(min(ys)),
                          fmt(r.extra.get("time_to_target_s"))])
+        targets = {r.extra.get(CURVE_TARGET_KEY) for r, _ in members}
+        target = targets.pop() if len(targets) == 1 else None
+        target = float(target) if isinstance(target, (int, float)) and not isinstance(target, bool) else None
         facet_text = ", ".join(f"{k}={v}" for k, v in facet)
         title = f"{exp}: test {metric_name} vs wall time" + (f" ({facet_text})" if facet_text else "")
         note = (f"From the `{key}` extra: points [wall s, {metric_name}] taken while training; a line that ends "
-                "early finished sooner, a lower end is a worse model.")
+                "early finished sooner, a lower end is a worse model."
+                + (f" Dashed line: the target {metric_name} {fmt(target)} (time_to_target_s)." if target else ""))
         table = Table(["line (case, params)", "points", "last time (s)", f"last {metric_name}",
                        f"max {metric_name}", f"min {metric_name}", "time_to_target_s"], rows)
-        out.append(Chart(title, _draw_curves(lines, metric_name), table, note, height_in=4.2))
+        last = [(pts[-1][0], pts[-1][1], name) for name, pts in lines]
+        first_done, top = min(last), max(last, key=lambda x: x[1])
+        heads = [f"{title}: first to finish {first_done[2]} ({fmt(first_done[0])} s, {metric_name} "
+                 f"{fmt(first_done[1])}); highest final {metric_name} {top[2]} ({fmt(top[1])} after "
+                 f"{fmt(top[0])} s)"]
+        reached = [(float(r.extra["time_to_target_s"]), name) for (r, _), (name, _) in zip(members, lines)
+                   if isinstance(r.extra.get("time_to_target_s"), (int, float))]
+        if reached:
+            t, name = min(reached)
+            heads.append(f"{title}: first to reach the target: {name} after {fmt(t)} s")
+        out.append(Chart(title, _draw_curves(lines, metric_name, target), table, note, height_in=4.2,
+                         headlines=heads))
     return out
 
 
-def _draw_curves(lines, metric_name):
+def _draw_curves(lines, metric_name, target):
     def draw(fig):
         ax = fig.add_subplot(111)
         for (name, pts), color in zip(lines, _palette(len(lines))):
             ax.plot([p[0] for p in pts], [p[1] for p in pts], "-", marker=".", color=color, label=name)
             ax.plot([pts[-1][0]], [pts[-1][1]], "o", color=color)
+        if target is not None:
+            ax.axhline(target, color="black", ls="--", lw=1, label=f"target {metric_name} = {fmt(target)}")
         ax.set_xlabel("wall time since training start (s)")
         ax.set_ylabel(f"test {metric_name}")
         ax.grid(alpha=0.3)
@@ -514,9 +579,15 @@ def side_by_side(runs: list) -> list[Section]:
             by_exp.setdefault(r.experiment, {}).setdefault(r.identity, [None] * len(runs))[i] = r
     sections = []
     for exp, idents in by_exp.items():
+        # only cases measured in at least two runs can be compared
+        idents = {k: v for k, v in idents.items() if sum(r is not None for r in v) > 1}
+        if not idents:
+            continue
         sec = Section(f"Runs side by side: {exp}", slug(f"compare-{exp}"),
-                      intro=f"Ratios are each run's median over {first.label}'s for the same case and params.")
+                      intro=f"Ratios are each run's median over the reference run's for the same case and params; "
+                            f"the reference is {first.label}, or the first run given that has the case.")
         items = list(idents.values())
+        label_keys = varying_keys([r for recs in items for r in recs if r])
         for n, page in enumerate(_chunks(items, max(MAX_BARS // len(runs), 4)), 1):
             part = f" (part {n})" if len(items) > MAX_BARS // len(runs) else ""
             rows = []
@@ -525,10 +596,11 @@ def side_by_side(runs: list) -> list[Section]:
                 row = [r0.case, params_text(r0.params), f"{r0.metric} ({r0.unit})"]
                 for r in recs:
                     row.append(f"{fmt(median(r))} [{fmt(ci(r)[0])} – {fmt(ci(r)[1])}]" if r else "—")
+                ref = r0  # the first run (in the order given) that has this case
                 for r in recs[1:]:
-                    if r and recs[0] and median(recs[0]):
-                        ratio = median(r) / median(recs[0])
-                        g = gain(median(r), median(recs[0]), r.better)
+                    if r is not None and r is not ref and median(ref):
+                        ratio = median(r) / median(ref)
+                        g = gain(median(r), median(ref), r.better)
                         change = ("same" if abs(g - 1) < 0.005 else
                                   f"{(g - 1) * 100:.0f}% better" if g > 1 else f"{(1 - g) * 100:.0f}% worse")
                         row.append(f"{ratio:.3f} ({change})")
@@ -536,17 +608,17 @@ def side_by_side(runs: list) -> list[Section]:
                         row.append("—")
                 rows.append(row)
             cols = (["case", "params", "metric"] + [f"{run.label} median [CI]" for run in runs]
-                    + [f"{run.label} / {first.label}" for run in runs[1:]])
+                    + [f"{run.label} / reference" for run in runs[1:]])
             table = Table(cols, rows)
             title = f"{exp}: median per case in each run{part}"
             note = "Bars: median; whiskers: 95% CI of the median (min-max with fewer than 6 repeats)."
-            sec.items.append(Chart(title, _draw_runs(page, [r.label for r in runs]), table, note,
+            sec.items.append(Chart(title, _draw_runs(page, [r.label for r in runs], label_keys), table, note,
                                    height_in=1.4 + 0.28 * len(page) * len(runs)))
         sections.append(sec)
     return sections
 
 
-def _draw_runs(page, labels):
+def _draw_runs(page, labels, label_keys):
     def draw(fig):
         ax = fig.add_subplot(111)
         colors = _palette(len(labels))
@@ -557,7 +629,7 @@ def _draw_runs(page, labels):
         for i, recs in enumerate(page):
             r0 = next(r for r in recs if r)
             ticks.append(i)
-            names.append(" ".join([r0.case] + [f"{p}={v}" for p, v in sorted(r0.params.items())])[:70])
+            names.append(" ".join([r0.case] + [f"{k}={r0.params[k]}" for k in label_keys if k in r0.params])[:70])
             units.add(f"{r0.metric} ({r0.unit}), {r0.better} is better")
             for j, r in enumerate(recs):
                 if r is None:

@@ -1,0 +1,50 @@
+"""The `petastorm` feeder: `make_spark_converter(df)` once, then `make_torch_dataloader` / `make_tf_dataset`.
+
+The converter materialises the DataFrame as Parquet under a cache folder (Petastorm's own layout). It is a
+plain object of (cache URL, file URLs, row count), so `spec()` / `from_spec()` carry it to the framework's
+own process, where the loaders are opened, one reader per epoch (`num_epochs=1`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from ..workload import Unavailable
+
+
+def _import():
+    try:
+        from petastorm.spark import SparkDatasetConverter, make_spark_converter
+    except Exception as e:  # noqa: BLE001 - any import failure means the feeder cannot run here
+        raise Unavailable(f"petastorm cannot be imported ({type(e).__name__}: {e}); it needs pyarrow < 15 "
+                          "(pyarrow.filesystem) - see DESIGN.md's dependency table") from None
+    return SparkDatasetConverter, make_spark_converter
+
+
+def converter(spark, df, cache_dir: Path):
+    """Materialises `df` for Petastorm under `cache_dir` (floats as float32); returns the converter."""
+    SparkDatasetConverter, make_spark_converter = _import()
+    Path(cache_dir).mkdir(parents=True, exist_ok=True)
+    spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, Path(cache_dir).resolve().as_uri())
+    return make_spark_converter(df, dtype="float32")
+
+
+def spec(conv) -> dict[str, Any]:
+    """JSON-able description of a converter, to rebuild it in another process."""
+    return {"cache_dir_url": conv.cache_dir_url, "file_urls": list(conv.file_urls), "dataset_size": len(conv)}
+
+
+def from_spec(d: dict[str, Any]):
+    """The converter described by `spec()` (no Spark needed)."""
+    SparkDatasetConverter, _ = _import()
+    return SparkDatasetConverter(d["cache_dir_url"], d["file_urls"], d["dataset_size"])
+
+
+def torch_loader(conv, batch_size: int, workers_count: int):
+    """Context manager yielding a loader of dict batches {column: tensor}, one epoch."""
+    return conv.make_torch_dataloader(batch_size=batch_size, num_epochs=1, workers_count=workers_count)
+
+
+def tf_dataset(conv, batch_size: int, workers_count: int):
+    """Context manager yielding a tf.data.Dataset of namedtuple batches, one epoch."""
+    return conv.make_tf_dataset(batch_size=batch_size, num_epochs=1, workers_count=workers_count)
