@@ -34,10 +34,12 @@ def test_malformed_lines_are_named_and_skipped(tmp_path):
     record.append(path, _result())
     with open(path, "a") as f:
         f.write("{not json\n")
+        f.write("[1, 2]\n")
         f.write(json.dumps({"run_id": "r1"}) + "\n")
         f.write(json.dumps({**_result().to_dict(), "status": "weird"}) + "\n")
     record.append(path, _result(case="spin"))
     back, problems = record.read(path)
     assert [r.case for r in back] == ["sleep", "spin"]
-    assert len(problems) == 3
-    assert f"{path}:2:" in problems[0] and "missing field" in problems[1] and "unknown status" in problems[2]
+    assert len(problems) == 4
+    assert f"{path}:2:" in problems[0] and "JSON object" in problems[1]
+    assert "missing field" in problems[2] and "unknown status" in problems[3]

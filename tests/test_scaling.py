@@ -87,6 +87,22 @@ def test_combine_sums_every_rank_measured_rate_and_rejects_diverged_replicas():
         combine([rank(0, [1.0, 1.0])], cfg, 2, 2, 1)
 
 
+def test_resnet_is_the_same_net_in_both_frameworks():
+    import numpy as np
+    import torch
+
+    from harness.distributed.nets import tf_net, torch_net
+
+    shape = (32, 32, 3)
+    tnet, knet = torch_net("resnet", shape, 10), tf_net("resnet", shape, 10)
+    trainable_torch = sum(p.numel() for p in tnet.parameters())
+    trainable_keras = sum(int(np.prod(w.shape)) for w in knet.trainable_weights)
+    assert trainable_torch == trainable_keras > 50_000
+    x = np.random.default_rng(0).standard_normal((2, *shape), dtype=np.float32)  # NHWC for both
+    assert tuple(tnet(torch.from_numpy(x)).shape) == (2, 10)
+    assert tuple(knet(x).shape) == (2, 10)
+
+
 def test_horovod_tf_is_unavailable_with_the_keras3_reason(ctx):
     r = run_case(ctx, "scaling.horovod_tf", workers=1)
     assert r.status == "unavailable"

@@ -61,30 +61,30 @@ def co2_ctx(tmp_path_factory, spark):
 @pytest.mark.parametrize("framework", ["torch", "tensorflow"])
 @pytest.mark.parametrize("feeder", ["arrow", "petastorm", "pandas"])
 def test_framework_x_feeder_one_epoch_on_real_co2(co2_ctx, framework, feeder):
-    """One epoch of the linear model on the real CO2 CSV: R^2 must already be high (a least-squares fit: 0.99)."""
+    """One epoch of the linear model on the real CO2 CSV through each feeder.
+
+    The issue's check: a linear model reaches test R^2 >= 0.95 (a least-squares fit: 0.99); one epoch at
+    batch size 32 (185 Adam steps) already gets there when features and label are scaled properly.
+    """
     r = run_case(co2_ctx, f"training.{framework}", task="co2", model="linear", feeder=feeder, epochs=1,
                  batch_size=32)
     assert r.status == "ok", r.error
     e = r.extra
     assert e["rows_train"] + e["rows_test"] == CO2_ROWS and e["rows_per_epoch"] == e["rows_train"]
     assert e["epochs"] == 1 and len(e["quality_series"]) == 1 and len(r.samples) == 1
-    print(framework, feeder, e["quality_series"], e["train_wall_s"])
-    assert e["test_r2"] >= 0.9, e["quality_series"]
+    assert e["test_r2"] >= 0.95, e["quality_series"]
+    assert e["reached_target"] and e["time_to_target_s"] == pytest.approx(e["train_wall_s"])
     assert e["threads"] == e["intra_op_threads"] == co2_ctx.cores
     assert e["peak_rss_mb"] > 0 and e["samples_per_s"] > 0 and e["materialize_s"] >= 0
     assert e["framework"] == framework and e["feeder"] == feeder and e["optimizer"].startswith("Adam")
 
 
-@pytest.mark.parametrize("case", ["mllib", "torch", "tensorflow"])
-def test_linear_reaches_095_r2_on_real_co2(co2_ctx, case):
-    """The issue's check: every framework's linear model reaches test R^2 >= 0.95 on the real data."""
-    params = {} if case == "mllib" else {"feeder": "pandas", "epochs": 4, "batch_size": 256}
-    r = run_case(co2_ctx, f"training.{case}", task="co2", model="linear", **params)
+def test_mllib_linear_reaches_095_r2_on_real_co2(co2_ctx):
+    r = run_case(co2_ctx, "training.mllib", task="co2", model="linear")
     assert r.status == "ok", r.error
-    assert r.extra["test_r2"] >= 0.95, r.extra["quality_series"]
-    assert r.extra["reached_target"] and 0 < r.extra["time_to_target_s"] <= r.extra["train_wall_s"] + 1e-9
-    if case == "mllib":
-        assert "normal" in r.extra["solver"] and r.extra["threads"] == co2_ctx.cores
+    assert r.extra["test_r2"] >= 0.95 and r.extra["reached_target"]
+    assert "normal" in r.extra["solver"] and r.extra["threads"] == co2_ctx.cores
+    assert r.extra["rows_train"] + r.extra["rows_test"] == CO2_ROWS
 
 
 def test_mllib_cnn_and_mlp_regression_are_unavailable(ctx):

@@ -233,8 +233,8 @@ def prepare_tabular(spark, path: Path, task: str, seed: int, test_fraction: floa
         out = fitted.transform(part)
         return out.select(vector_to_array("_scaled", "float32").alias("features"), label_expr.alias("label"))
 
-    train_p, test_p = finish(train), finish(test)
-    n_features = len(train_p.first()["features"])
+    # the vector's length: numerics + one column per category kept by the one-hot encoders
+    n_features = len(numerics) + (sum(int(s) for s in fitted.stages[1].categorySizes) if categoricals else 0)
     n_outputs = 1 if kind == "regression" else len(info["classes"])
-    return Prepared(train=train_p, test=test_p, kind=kind, input_shape=(n_features,), n_outputs=n_outputs,
+    return Prepared(train=finish(train), test=finish(test), kind=kind, input_shape=(n_features,), n_outputs=n_outputs,
                     rows_train=0, rows_test=0, source=str(path), info=info)

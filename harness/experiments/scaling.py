@@ -139,6 +139,16 @@ def _need(module: str, fix: str) -> None:
         raise Unavailable(f"{module} is not installed: {fix}")
 
 
+def _need_horovod(device: str) -> None:
+    _need("horovod.torch", HOROVOD_FIX)
+    if device == "gpu":
+        import horovod.torch as hvd
+
+        if not hvd.nccl_built():
+            raise Unavailable("device=gpu: Horovod was built without NCCL: rebuild it with "
+                              "HOROVOD_GPU_OPERATIONS=NCCL scripts/build-horovod.sh .venv (scripts/gpu-check.sh does)")
+
+
 # ---- combining the ranks' figures ----------------------------------------------------------------------------
 
 def _median(xs: list[float]) -> float:
@@ -306,8 +316,8 @@ HOROVOD_FIX = "build it with scripts/build-horovod.sh .venv (PyTorch + Gloo; GPU
 @_case("horovod")
 def horovod(ctx, **p) -> SelfTimed:
     """horovodrun -np N --gloo on loopback, PyTorch ranks."""
-    _need("horovod.torch", HOROVOD_FIX)
     plan = _plan(ctx, "horovodrun", p, "torch")
+    _need_horovod(p["device"])
     horovodrun = Path(sys.executable).with_name("horovodrun")
     if not horovodrun.exists():
         raise Unavailable(f"horovodrun not found next to {sys.executable}: {HOROVOD_FIX}")
@@ -337,6 +347,7 @@ def horovod_spark(ctx, **p) -> SelfTimed:
     """horovod.spark.run on the run's SparkSession (local[N] or a standalone cluster via --master)."""
     _need("horovod.spark", HOROVOD_FIX)
     plan = _plan(ctx, "horovod.spark.run", p, "torch")
+    _need_horovod(p["device"])
     slots = _task_slots(ctx, plan["n"])
     plan["info"].update(task_slots=slots, master=ctx.spark.sparkContext.master)
 

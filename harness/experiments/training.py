@@ -139,8 +139,7 @@ def _prepare_images(spark, root: Path, size: int, seed: int):
                             F.regexp_extract("path", re.escape(str(root)) + r"/([^/]+)/", 1).alias("_label"))
     labelled = labelled.where(F.col("_label") != "")
 
-    @pandas_udf("array<float>")
-    def decode(content: pd.Series) -> pd.Series:
+    def decode_images(content):
         import io
 
         import numpy as np
@@ -151,6 +150,10 @@ def _prepare_images(spark, root: Path, size: int, seed: int):
             return np.asarray(img, dtype=np.float32).reshape(-1) / 255.0
 
         return pd.Series([one(b) for b in content])
+
+    # real classes, not this module's postponed string hints: pandas_udf reads them to pick the UDF type
+    decode_images.__annotations__ = {"content": pd.Series, "return": pd.Series}
+    decode = pandas_udf(decode_images, "array<float>")
 
     train, test = split_and_order(labelled.select("path", "_label"), seed, 0.2)
     indexer = StringIndexer(inputCol="_label", outputCol="_idx", stringOrderType="alphabetAsc",
@@ -200,6 +203,8 @@ def shared(ctx, task: str, rows: int, image_size: int) -> Shared:
     n_train, label_sum = int(agg["n"]), float(agg["s"] or 0.0)
     arrays = pandas_feeder.to_numpy(test)
     n_test = len(arrays["label"])
+    if task != "images":
+        prep.input_shape = tuple(arrays["features"].shape[1:])
     if n_train < 10 or n_test < 5:
         raise ValueError(f"{src}: only {n_train} training / {n_test} test rows after preprocessing; "
                          "use more rows (--set rows=...) or a bigger file")

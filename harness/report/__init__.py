@@ -33,27 +33,6 @@ class Run:
     label: str = ""  # short name on charts: the run id
 
 
-def _read(results_file: Path) -> tuple[list[Result], list[str]]:
-    """record.read, and line by line when it stops at valid JSON that is not an object (e.g. `[1, 2]`)."""
-    try:
-        return record.read(results_file)
-    except AttributeError:
-        pass
-    results, problems = [], []
-    with open(results_file, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                d = json.loads(line)
-                if not isinstance(d, dict):
-                    raise ValueError(f"a JSON {type(d).__name__}, not a record object")
-                results.append(Result.from_dict(d))
-            except (ValueError, TypeError) as e:
-                problems.append(f"{results_file}:{lineno}: malformed record skipped ({e})")
-    return results, problems
-
-
 def load_run(path: Path) -> Run:
     """Reads a run folder (or its results.jsonl); raises ReportError when nothing usable is there."""
     p = Path(path)
@@ -65,7 +44,7 @@ def load_run(path: Path) -> Run:
         raise ReportError(f"{p}: no {record.RESULTS_FILE} in it; pass a run folder written by `harness run` "
                           "(RESULTS/<run_id>)")
     try:
-        results, problems = _read(results_file)
+        results, problems = record.read(results_file)
     except (OSError, UnicodeDecodeError) as e:
         raise ReportError(f"{results_file}: unreadable ({e}); is it a results file written by `harness run`?") from None
     if not results:
@@ -154,7 +133,10 @@ def build_report(run_dirs: list[Path], out: Path | None = None, quiet: bool = Fa
             print(f"harness: warning: chart {chart.title!r} could not be drawn ({chart.failed}); "
                   "its table is still on the page", file=sys.stderr)
     progress.done()
-    out.write_text(html.page(runs, sections), encoding="utf-8")
+    try:
+        out.write_text(html.page(runs, sections), encoding="utf-8")
+    except OSError as e:
+        raise ReportError(f"{out}: cannot write the report there ({e}); pass another --out FILE") from None
     return out
 
 

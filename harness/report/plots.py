@@ -15,8 +15,9 @@ from typing import Any, Callable
 
 from ..record import Result
 
-# The one place that knows experiments by name: the reference case each speedup is taken against, the
-# no-Spark limit drawn as a reference line, and the scaling axis whose first value is the 1-worker figure.
+# The one place that knows experiments by name: the reference case each speedup is taken against
+# ("baseline"), the no-Spark limit drawn as a reference line ("limit"), case-name prefixes charted apart
+# ("families"), and the worker count whose throughput the scaling speedups are taken against.
 REFERENCES: dict[str, dict[str, Any]] = {
     "ingestion": {"baseline": "small_files", "limit": "pyarrow_limit", "limit_label": "the no-Spark limit"},
     "udf": {"baseline": "row_udf", "limit": "native", "limit_label": "the no-Python limit"},
@@ -371,7 +372,7 @@ def speedups(exp: str, ok: list[Result]) -> list[Table]:
                    f"{g:.2f}×" if g else "—"]
             if limits:
                 lg = gain(median(r), median(lim), better) if lim else None
-                row.append(f"{lg:.2f}×" if lg else "—")
+                row.append(f"{lg:.3g}×" if lg else "—")
             rows.append(row)
         cols = ["case", "params", f"median {metric} ({unit})", f"{base_case} median ({unit})",
                 f"speedup vs {base_case}"]
@@ -382,9 +383,10 @@ def speedups(exp: str, ok: list[Result]) -> list[Table]:
                                           f"{ref.get('limit_label', 'the limit')}." if limits else ""))
         table = Table(cols, rows, caption)
         for g, r, b in best.values():
+            verdict = "better than" if g > 1 else "still worse than"
             table.headlines.append(f"{exp} ({params_text(b.params, shared_varying(bases)) or 'all cases'}): best "
-                                   f"is {r.case}, {g:.2f}× {base_case} ({fmt(median(r))} vs {fmt(median(b))} "
-                                   f"{unit} {metric})")
+                                   f"case is {r.case}, {g:.2f}× {base_case}, {verdict} it ({fmt(median(r))} vs "
+                                   f"{fmt(median(b))} {unit} {metric})")
         out.append(table)
     return out
 
@@ -660,7 +662,7 @@ def _draw_runs(page, labels, label_keys):
 def clear_old(plot_dir: Path) -> None:
     """Removes PNGs an earlier report wrote here (numbered names), so plots/ matches the page."""
     for p in plot_dir.glob("*.png"):
-        if re.match(r"^\d{3}-", p.name):
+        if re.match(r"^\d{3,}-", p.name):
             p.unlink()
 
 
