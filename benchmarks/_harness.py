@@ -18,6 +18,7 @@ import os
 import shutil
 import sys
 import tempfile
+from pathlib import Path
 from typing import Any
 
 _CONTEXT: Any = None  # the process's RunContext, holding its one SparkSession
@@ -50,7 +51,7 @@ def _context():
         from harness.context import RunContext
 
         run_dir = tempfile.mkdtemp(prefix="harness-asv-")
-        _CONTEXT = RunContext(run_id="asv", run_dir=__import__("pathlib").Path(run_dir),
+        _CONTEXT = RunContext(run_id="asv", run_dir=Path(run_dir),
                               master=os.environ.get("HARNESS_ASV_MASTER") or None,
                               timeout_s=_setting("TIMEOUT", 1800))
 

@@ -159,7 +159,7 @@ def _describe_machine(env: dict[str, Any]) -> str:
     return f"{k['cpu_model']}, {k['cores']} cores, {gpus}"
 
 
-def resolve(baseline: str, current: str) -> tuple[Side, Side]:
+def resolve(baseline: str, current: str, results_root: Path | None = None) -> tuple[Side, Side]:
     cur = load_side(current)
     if baseline == "baseline" and not Path(baseline).exists():
         # the machine to match is CURRENT's (its env.json); a bare results file falls back to this machine
@@ -168,7 +168,7 @@ def resolve(baseline: str, current: str) -> tuple[Side, Side]:
             from .env import fingerprint
 
             env = fingerprint()
-        roots = [Path(os.environ.get("HARNESS_RESULTS", "results"))]
+        roots = [Path(results_root or os.environ.get("HARNESS_RESULTS", "results"))]
         parent_root = cur.path.parent.parent  # CURRENT is usually RESULTS/<run_id>/results.jsonl
         if parent_root.resolve() not in {r.resolve() for r in roots}:
             roots.append(parent_root)
@@ -445,14 +445,15 @@ def to_json(cmp: Comparison) -> dict[str, Any]:
 
 
 def compare_main(baseline: str, current: str, threshold: float = 0.05, alpha: float = 0.05,
-                 as_json: bool = False) -> int:
-    """`harness compare`: prints the table (or JSON); returns 0 / 1 / 2."""
+                 as_json: bool = False, results_root: Path | None = None) -> int:
+    """`harness compare`: prints the table (or JSON); returns 0 / 1 / 2. `baseline` is looked up under
+    results_root (default $HARNESS_RESULTS or ./results) and beside CURRENT's run folder."""
     try:
         if not (0 <= threshold < 10):
             raise GateError(f"--threshold {threshold}: expected a fraction such as 0.05 (= 5%)")
         if not (0 < alpha < 1):
             raise GateError(f"--alpha {alpha}: expected a probability such as 0.05")
-        base, cur = resolve(str(baseline), str(current))
+        base, cur = resolve(str(baseline), str(current), results_root)
         cmp = compare(base, cur, threshold, alpha)
         if not cmp.cases:
             raise GateError(f"no case is comparable between {base.path} and {cur.path} "

@@ -147,6 +147,7 @@ def main() -> int:
 
     n_samples = args.repeats or Settings().repeats  # interleaved: as many samples as a default run takes
     trials = []
+    load_before = os.getloadavg()  # the figures mean little on a loaded machine; say how loaded it was
     t0 = time.monotonic()
     for i in range(args.trials):
         names = {"A": (args.iterations, f"{stamp}-{i:03d}-A"), "A2": (args.iterations, f"{stamp}-{i:03d}-A2"),
@@ -193,7 +194,8 @@ def main() -> int:
         "detection_rate": detections / n, "detection_ci95": [det_lo, det_hi], "detections": detections,
         "aa_ratio_median": aa_ratios[n // 2], "ab_ratio_median": ab_ratios[n // 2],
         "aa_ratio_range": [aa_ratios[0], aa_ratios[-1]], "ab_ratio_range": [ab_ratios[0], ab_ratios[-1]],
-        "elapsed_s": round(time.monotonic() - t0, 1),
+        "elapsed_s": round(time.monotonic() - t0, 1), "cores": os.cpu_count(),
+        "loadavg_before": [round(x, 2) for x in load_before], "loadavg_after": [round(x, 2) for x in os.getloadavg()],
         "targets_met": false_alarms / n <= 0.05 and detections / n >= 0.90,
     }
     print(f"\nA/A false alarms: {false_alarms}/{n} = {false_alarms / n:.1%} (95% CI {fa_lo:.1%}-{fa_hi:.1%}; "
@@ -203,6 +205,8 @@ def main() -> int:
     print(f"median ratio A/A {summary['aa_ratio_median']:.3f} (range {aa_ratios[0]:.3f}-{aa_ratios[-1]:.3f}), "
           f"A/B {summary['ab_ratio_median']:.3f} (range {ab_ratios[0]:.3f}-{ab_ratios[-1]:.3f}); "
           f"{summary['n_samples_per_side']} samples per side; {summary['elapsed_s']} s")
+    print(f"load average (1/5/15 min) on {os.cpu_count()} cores: before {summary['loadavg_before']}, "
+          f"after {summary['loadavg_after']}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps({"summary": summary, "trials": trials}, indent=2) + "\n")

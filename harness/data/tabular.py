@@ -157,18 +157,23 @@ class Prepared:
     info: dict[str, Any] = field(default_factory=dict)  # dropped columns, categoricals, label scaling
 
 
-def split_and_order(df, seed: int, test_fraction: float):
-    """A seeded split by a hash of each row's content and a seeded shuffled order of the training rows."""
+def seeded_split(df, seed: int, test_fraction: float):
+    """(train, test) by a seeded hash of each row's content: the same rows whatever the partitioning."""
     from pyspark.sql import functions as F
 
-    cols = [F.col(c) for c in df.columns]
-    bucket = F.abs(F.xxhash64(*cols, F.lit(seed))) % 10_000
+    bucket = F.abs(F.xxhash64(*[F.col(c) for c in df.columns], F.lit(seed))) % 10_000
     with_b = df.withColumn("_bucket", bucket)
-    test = with_b.where(F.col("_bucket") < int(test_fraction * 10_000)).drop("_bucket")
-    train = with_b.where(F.col("_bucket") >= int(test_fraction * 10_000)).drop("_bucket")
-    # SGD wants shuffled rows; the order is a hash, so it is the same for every feeder and every run
-    train = train.withColumn("_order", F.xxhash64(*cols, F.lit(seed + 1))).orderBy("_order").drop("_order")
-    return train, test
+    cut = int(test_fraction * 10_000)
+    return (with_b.where(F.col("_bucket") >= cut).drop("_bucket"),
+            with_b.where(F.col("_bucket") < cut).drop("_bucket"))
+
+
+def seeded_order(df, seed: int, columns: list[str] | None = None):
+    """Rows in a seeded pseudo-random order (SGD wants shuffled rows; every feeder and run sees this order)."""
+    from pyspark.sql import functions as F
+
+    key = F.xxhash64(*[F.col(c) for c in (columns or df.columns)], F.lit(seed + 1))
+    return df.withColumn("_order", key).orderBy("_order").drop("_order")
 
 
 def prepare_tabular(spark, path: Path, task: str, seed: int, test_fraction: float = 0.2) -> Prepared:
@@ -188,7 +193,8 @@ def prepare_tabular(spark, path: Path, task: str, seed: int, test_fraction: floa
         raise ValueError(f"{path}: task {task!r} needs {need}; the file has {columns}")
     df = raw.toDF(*[safe_name(c) for c in columns])
     label_col = safe_name(label)
-    df = df.withColumnRenamed(label_col, "_label").dropna()
+    # cached: the counts, the pipeline's fits and the writes all scan it, so the CSV is parsed once
+    df = df.withColumnRenamed(label_col, "_label").dropna().cache()
     n = df.count()
     if n < 20:
         raise ValueError(f"{path}: only {n} complete rows; training needs at least 20")
@@ -200,7 +206,7 @@ def prepare_tabular(spark, path: Path, task: str, seed: int, test_fraction: floa
     categoricals = [c for c in strings if c not in dropped]
     if not categoricals and not numerics:
         raise ValueError(f"{path}: no usable feature columns besides the label {label!r}")
-    train, test = split_and_order(df, seed, test_fraction)
+    train, test = seeded_split(df, seed, test_fraction)
 
     stages: list = []
     if categoricals:
@@ -236,5 +242,6 @@ def prepare_tabular(spark, path: Path, task: str, seed: int, test_fraction: floa
     # the vector's length: numerics + one column per category kept by the one-hot encoders
     n_features = len(numerics) + (sum(int(s) for s in fitted.stages[1].categorySizes) if categoricals else 0)
     n_outputs = 1 if kind == "regression" else len(info["classes"])
-    return Prepared(train=finish(train), test=finish(test), kind=kind, input_shape=(n_features,), n_outputs=n_outputs,
-                    rows_train=0, rows_test=0, source=str(path), info=info)
+    return Prepared(train=finish(seeded_order(train, seed)), test=finish(test), kind=kind,
+                    input_shape=(n_features,), n_outputs=n_outputs, rows_train=0, rows_test=0, source=str(path),
+                    info=info)

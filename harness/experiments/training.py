@@ -130,7 +130,7 @@ def _prepare_images(spark, root: Path, size: int, seed: int):
     from pyspark.sql.functions import pandas_udf
 
     from ..data.images import JPEG_GLOB
-    from ..data.tabular import Prepared, split_and_order
+    from ..data.tabular import Prepared, seeded_order, seeded_split
 
     root = Path(root).resolve()
     files = (spark.read.format("binaryFile").option("pathGlobFilter", JPEG_GLOB)
@@ -155,15 +155,15 @@ def _prepare_images(spark, root: Path, size: int, seed: int):
     decode_images.__annotations__ = {"content": pd.Series, "return": pd.Series}
     decode = pandas_udf(decode_images, "array<float>")
 
-    train, test = split_and_order(labelled.select("path", "_label"), seed, 0.2)
+    train, test = seeded_split(labelled.select("path", "_label"), seed, 0.2)
     indexer = StringIndexer(inputCol="_label", outputCol="_idx", stringOrderType="alphabetAsc",
                             handleInvalid="skip").fit(train)
     content = labelled.select("path", "content")
 
     def finish(part):
         joined = part.join(content, "path")
-        if part is train:  # the join loses the seeded order; restore it
-            joined = joined.withColumn("_o", F.xxhash64("path", F.lit(seed + 1))).orderBy("_o")
+        if part is train:
+            joined = seeded_order(joined, seed, ["path"])
         out = indexer.transform(joined)
         return out.select(decode("content").alias("features"), F.col("_idx").cast("int").alias("label"))
 
