@@ -260,7 +260,8 @@ def _execute(args, the_plan, run_id, run_dir, results_root, conf, skip, previous
         if ctx.spark_info:
             env["spark"] = ctx.spark_info
             record.write_json(env_file, env)
-    all_results, _ = record.read(run_dir / record.RESULTS_FILE)
+    results_file = run_dir / record.RESULTS_FILE
+    all_results = record.read(results_file)[0] if results_file.exists() else []
     all_results = record.dedupe_latest(all_results)
     report_path = None
     if not interrupted and not args.no_report:

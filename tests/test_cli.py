@@ -163,7 +163,7 @@ def test_data_path_is_checked_before_anything_runs(tmp_path):
     (empty / "001.cat" / "notes.txt").write_text("not an image")
     header_only = tmp_path / "h.csv"
     header_only.write_text("a,b\n")
-    for path, text in ((empty, "no JPEG images"), (header_only, "at least one data row"),
+    for path, text in ((empty, "holds no JPEG files"), (header_only, "at least one data row"),
                        (tmp_path / "x.parquet", "no such file")):
         p = harness_cli("run", "calibration.sleep", "--data", str(path), "--results", str(tmp_path / "r"))
         assert p.returncode == 2 and text in p.stderr and str(path) in p.stderr, p.stderr

@@ -1,7 +1,6 @@
 """The ingestion experiment end to end on real Spark (local[2]) and tiny image trees (tens of files)."""
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import shutil
@@ -149,12 +148,13 @@ def test_cli_runs_a_case_and_rejects_an_empty_folder(tmp_path):
     rec = json.loads((out / "r1" / "results.jsonl").read_text().splitlines()[0])
     assert rec["status"] == "ok" and rec["extra"]["rows"] == 12
 
-    import harness.cli
-
-    if "check_data" not in inspect.getsource(harness.cli):
-        pytest.skip("the CLI does not call Experiment.check_data for --data yet (exit 2 wiring, see report)")
+    # a folder with no JPEG: exit 2 before anything runs, naming the folder
     empty = tmp_path / "empty"
     empty.mkdir()
-    p = harness_cli("run", "ingestion.small_files", "--data", str(empty), "--no-mlflow", "--results", str(out))
-    assert p.returncode == 2
+    p = harness_cli("run", "ingestion.small_files", "--data", str(empty), "--no-mlflow", "--results", str(out),
+                    "--run-id", "r2")
+    assert p.returncode == 2, p.stderr[-2000:]
     assert str(empty) in p.stderr and "no JPEG" in p.stderr
+    assert not (out / "r2").exists()
+    p = harness_cli("run", "ingestion.small_files", "--data", str(tmp_path / "nowhere"), "--no-mlflow")
+    assert p.returncode == 2 and str(tmp_path / "nowhere") in p.stderr

@@ -4,22 +4,17 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg")
-
-
-def data_kind(path: Path) -> str:
-    """'images' for a folder, 'csv' for a file."""
-    return "images" if path.is_dir() else "csv"
-
-
 def check_data_path(path: Path) -> list[str]:
     """Problems with a --data path, each naming the path and the fix; [] when usable."""
     if not path.exists():
         return [f"--data {path}: no such file or folder"]
     if path.is_dir():
-        if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.rglob("*") if p.is_file()):
-            return [f"--data {path}: no JPEG images in this folder; pass a folder of class folders with .jpg "
-                    "files (Caltech-256 style: <root>/<class>/<image>.jpg) or a CSV file"]
+        from .images import DataError, check_folder
+
+        try:
+            check_folder(path)
+        except DataError as e:
+            return [str(e)]
         return []
     if path.suffix.lower() != ".csv":
         return [f"--data {path}: expected a .csv file or an image folder"]

@@ -260,6 +260,11 @@ def check_folder(path: Path) -> None:
 def image_tree(ctx, n_files: int, file_kb: int, n_classes: int = 10) -> Path:
     """The image folder a case reads: `--data` (validated) or a generated tree cached by its parameters."""
     if ctx.data is not None:
+        if Path(ctx.data).is_file():
+            from ..workload import Unavailable
+
+            raise Unavailable(f"--data {ctx.data} is a file; this case reads an image folder (CSV files serve "
+                              "the training experiment's tabular tasks)")
         check_folder(ctx.data)
         return Path(ctx.data).resolve()
     return cached_tree(ctx.cache_dir, n_files, file_kb, n_classes, ctx.seed)

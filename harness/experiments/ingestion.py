@@ -36,17 +36,6 @@ from ..workload import CheckFailed, Measurement, SelfTimed, Unavailable
 EXP = experiment("ingestion", "many small image files vs compacted Parquet (Spark, pyarrow), and the book's "
                               "image preprocessing from each")
 
-
-def _check_data(path: Path) -> None:
-    """Validates `--data` before anything runs (raises harness.data.images.DataError naming path and fix)."""
-    from ..data.images import check_folder
-
-    check_folder(path)
-
-
-# the CLI calls an experiment's check_data for --data, so a bad folder exits 2 before anything runs
-EXP.check_data = _check_data
-
 MB = 1024 * 1024
 N_CLASSES = 10
 DROP_CACHES = Path("/proc/sys/vm/drop_caches")

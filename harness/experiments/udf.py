@@ -464,6 +464,7 @@ def set_conf(spark, settings: dict[str, str]) -> Callable[[], None]:
 
 
 def build_case(ctx, style: str, params: dict) -> Workload:
+    """The Workload of one style and workload over the shared cached input, with its reference checksum."""
     workload, rows, groups = params["workload"], params["rows"], params["groups"]
     if rows < 1 or groups < 1:
         raise ValueError(f"rows and groups must be >= 1, got rows={rows}, groups={groups}")
@@ -503,6 +504,8 @@ def build_case(ctx, style: str, params: dict) -> Workload:
     extra = {k: v for k, v in extra.items() if v is not None}
 
     def after(out: dict, samples: list[float] | None = None) -> dict:
+        # rows_per_s and the speed ratios need this case's own samples; they appear once the runner passes
+        # them (after(out, samples)), until then only the check and the checksum are recorded
         rel = check(out, ref, rows, f"udf.{style} {workload}")
         return {"checksum": out["checksum"], "checksum_scale": out["scale"], "checksum_reference": ref["checksum"],
                 "checksum_rel_diff": rel, "reference": ref["source"],
