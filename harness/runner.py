@@ -137,7 +137,7 @@ class Runner:
                 extra = dict(built.extra)
                 if built.after:
                     self.progress.update("checking")
-                    extra.update(built.after(out) or {})
+                    extra.update(built.after(out, list(state.samples)) or {})
             elif isinstance(built, SelfTimed):
                 self.progress.update("measuring in child processes")
                 m = built.measure(warmup, repeats, timeout_s)

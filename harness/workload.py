@@ -21,7 +21,9 @@ class CheckFailed(Exception):
 @dataclass
 class Workload:
     run: Callable[[], Any]  # the timed call; setup belongs in the builder, not here
-    after: Callable[[Any], dict[str, Any]] | None = None  # extras + checks from the last run's return value
+    # after(last_return_value, samples) -> extras; checks the result (raise CheckFailed) and may relate its
+    # own samples to a reference case's record (ctx.find) for speedups and rows_per_s
+    after: Callable[[Any, list[float]], dict[str, Any]] | None = None
     teardown: Callable[[], None] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # static figures (rows, bytes, settings)
 

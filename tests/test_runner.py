@@ -20,7 +20,7 @@ def counted(ctx, n):
     def run():
         calls.append(n)
         return n * 2
-    return Workload(run=run, after=lambda out: {"last_out": out}, extra={"static": 1})
+    return Workload(run=run, after=lambda out, samples: {"last_out": out, "n": len(samples)}, extra={"static": 1})
 
 
 @EXP.case("broken", {})
@@ -30,7 +30,7 @@ def broken(ctx):
 
 @EXP.case("wrong", {})
 def wrong(ctx):
-    def after(out):
+    def after(out, samples):
         raise CheckFailed("row count 3 != 4")
     return Workload(run=lambda: 3, after=after)
 
@@ -65,7 +65,7 @@ def test_warmups_are_kept_apart_from_samples(tmp_path):
     r = _runner(tmp_path).run_case(CaseRun(EXP.cases["counted"], {"n": 4}))
     assert r.status == "ok" and len(calls) == 5
     assert len(r.warmup) == 2 and len(r.samples) == 3 and r.stats["n"] == 3
-    assert r.extra == {"static": 1, "last_out": 8}
+    assert r.extra == {"static": 1, "last_out": 8, "n": 3}
     assert r.env_id == "env1" and r.started_at <= r.ended_at
 
 

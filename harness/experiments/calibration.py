@@ -34,7 +34,7 @@ def spin(ctx, iterations: int) -> Workload:
     """A pure-Python loop of `iterations` steps."""
     expected = spin_loop(min(iterations, 1000))
 
-    def after(out):
+    def after(out, samples):
         # a wrong answer means the loop was not the loop we meant to time
         if iterations <= 1000 and out != expected:
             raise CheckFailed(f"spin returned {out}, expected {expected}")
