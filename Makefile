@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 RESULTS ?= results
 
-.PHONY: setup run test asv clean-venv
+.PHONY: setup run test asv gate-validation gpu-check clean-venv
 
 setup:
 	@bash scripts/setup.sh
@@ -13,6 +13,22 @@ run: setup
 
 test: setup
 	$(PY) -m pytest -q -ra
+
+# asv over this commit (ASV_BENCH narrows it, e.g. ASV_BENCH=calibration), then the HTML site in .asv/html
+ASV_BENCH ?= .
+asv: setup
+	$(VENV)/bin/asv machine --yes >/dev/null
+	$(VENV)/bin/asv run --python=same --set-commit-hash $$(git rev-parse HEAD) --bench '$(ASV_BENCH)'; \
+	  status=$$?; $(VENV)/bin/asv publish && echo "asv site: .asv/html/index.html (browse: $(VENV)/bin/asv preview)"; \
+	  exit $$status
+
+# the regression gate against ground truth: false-alarm and detection rates (run on an idle machine)
+gate-validation: setup
+	$(PY) scripts/gate-validation.py --trials 30 --out $(RESULTS)/gate-validation.json
+
+# GPU rows of the scaling experiment end to end (needs an NVIDIA GPU; builds Horovod with NCCL)
+gpu-check: setup
+	bash scripts/gpu-check.sh
 
 clean-venv:
 	rm -rf $(VENV)

@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--alpha", type=float, default=0.05, metavar="A",
                     help="significance level after false-discovery-rate control (default 0.05)")
     cp.add_argument("--json", action="store_true")
+    cp.add_argument("--results", type=Path, default=Path(os.environ.get("HARNESS_RESULTS", "results")),
+                    help="results folder holding baselines/ (default ./results)")
 
     bl = sub.add_parser("baseline", help="manage per-machine baselines")
     blsub = bl.add_subparsers(dest="baseline_command", metavar="ACTION")
@@ -355,7 +357,8 @@ def cmd_report(args) -> int:
 def cmd_compare(args) -> int:
     from .gate import compare_main
 
-    return compare_main(args.baseline, args.current, threshold=args.threshold, alpha=args.alpha, as_json=args.json)
+    return compare_main(args.baseline, args.current, threshold=args.threshold, alpha=args.alpha, as_json=args.json,
+                        results_root=args.results)
 
 
 def cmd_baseline(args) -> int:

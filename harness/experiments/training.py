@@ -174,7 +174,7 @@ def _prepare_images(spark, root: Path, size: int, seed: int):
 
 
 def shared(ctx, task: str, rows: int, image_size: int) -> Shared:
-    """Preprocesses a task's data once per run (Spark), writes it as Parquet and the test set as .npy."""
+    """Preprocesses a task's data once per run (Spark), caches it there and writes the test set as .npy."""
     import numpy as np
     from pyspark.sql import functions as F
 
@@ -193,16 +193,14 @@ def shared(ctx, task: str, rows: int, image_size: int) -> Shared:
         prep = _prepare_images(spark, src, image_size, ctx.seed)
     else:
         prep = tabular.prepare_tabular(spark, src, task, ctx.seed)
-    # written once and read back: every framework and feeder starts from the same materialised rows
-    prep.train.write.mode("overwrite").parquet(str(base / "train"))
-    prep.test.write.mode("overwrite").parquet(str(base / "test"))
-    preprocess_s = clock.elapsed()
-    train = spark.read.parquet(str(base / "train")).cache()
-    test = spark.read.parquet(str(base / "test")).cache()
+    # cached once: every framework and feeder starts from the same materialised rows, in the same order
+    train, test = prep.train.cache(), prep.test.cache()
     agg = train.agg(F.count("*").alias("n"), F.sum(F.col("label").cast("double")).alias("s")).first()
     n_train, label_sum = int(agg["n"]), float(agg["s"] or 0.0)
     arrays = pandas_feeder.to_numpy(test)
     n_test = len(arrays["label"])
+    preprocess_s = clock.elapsed()
+    base.mkdir(parents=True, exist_ok=True)
     if task != "images":
         prep.input_shape = tuple(arrays["features"].shape[1:])
     if n_train < 10 or n_test < 5:
@@ -215,6 +213,10 @@ def shared(ctx, task: str, rows: int, image_size: int) -> Shared:
                n_outputs=prep.n_outputs, rows_train=n_train, rows_test=n_test, label_sum=label_sum,
                test_x=test_x, test_y=test_y, source=origin if origin != "generated" else f"generated ({src.name})",
                preprocess_s=preprocess_s, info=prep.info)
+    for old in _shared.values():
+        # one data set cached in Spark at a time; an older one recomputes from its (deterministic) lineage
+        old.train.unpersist()
+        old.test.unpersist()
     _shared[key_parts] = s
     return s
 
