@@ -29,12 +29,14 @@ def median_ci(sorted_xs: Sequence[float], confidence: float = 0.95) -> tuple[flo
     if n == 0:
         return math.nan, math.nan
     best = (sorted_xs[0], sorted_xs[-1])
+    total, tail, term = 2**n, 0, 1  # term = C(n, j), tail = sum_{i<=j} C(n, i), exact integers
     for j in range(n // 2):
-        # P(X_(j) <= median <= X_(n-1-j)) = sum_{i=j+1}^{n-1-j} C(n,i) / 2^n
-        coverage = sum(math.comb(n, i) for i in range(j + 1, n - j)) / 2**n
-        if coverage < confidence:
+        tail += term
+        # P(X_(j) <= median <= X_(n-1-j)) = 1 - 2 P(Bin(n, 1/2) <= j)
+        if 1 - 2 * tail / total < confidence:
             break
         best = (sorted_xs[j], sorted_xs[n - 1 - j])
+        term = term * (n - j) // (j + 1)
     return best
 
 
