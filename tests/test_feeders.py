@@ -133,3 +133,9 @@ def test_petastorm_converter_round_trip(spark, parquet_dir, tmp_path):
     feats = np.concatenate([x for x, _ in got])
     assert sorted(labels.astype(int).tolist()) == list(range(1003))
     np.testing.assert_array_equal(feats, labels[:, None] * 10 + np.arange(6)[None, :])
+
+
+def test_arrow_profile_names_every_stage(parquet_dir):
+    stages = arrow.profile(parquet_dir, 128, repeats=1)
+    assert [n.split(":")[0] for n, _ in stages][-1] == "feed_limit"
+    assert len(stages) == 5 and all(s > 0 for _, s in stages)

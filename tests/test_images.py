@@ -11,7 +11,8 @@ from PIL import Image
 
 from harness.context import RunContext
 from harness.data import images
-from harness.data.images import DataError, cached_tree, generate_tree, image_tree, scan_tree
+from harness.data.images import DataError, cached_tree, check_folder, generate_tree, image_tree, scan_tree
+from harness.workload import Unavailable
 
 NAME = re.compile(r"^(\d{3})\.[a-z0-9]+/(\d{3})_(\d{4})\.jpg$")
 
@@ -144,6 +145,9 @@ def test_image_tree_validates_data_folders(tmp_path):
     a_file = tmp_path / "data.csv"
     a_file.write_text("a,b\n")
     with pytest.raises(DataError, match="is a file, not a folder"):
+        check_folder(a_file)
+    # a CSV given for a run that also holds image cases: those cases are unavailable, not failed
+    with pytest.raises(Unavailable, match="reads an image folder"):
         image_tree(_ctx(tmp_path, a_file), 10, 4)
     real = tmp_path / "real"
     generate_tree(real, 4, 4, n_classes=2, workers=1)

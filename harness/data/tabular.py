@@ -26,6 +26,8 @@ CO2_COLUMNS = [
     "Fuel Consumption City (L/100 km)", "Fuel Consumption Hwy (L/100 km)", "Fuel Consumption Comb (L/100 km)",
     "Fuel Consumption Comb (mpg)", "CO2",
 ]
+GENERATOR_VERSION = 2  # in cached file names: a changed generator never reuses an old file
+MAX_LEVELS = 200  # string columns with more distinct values than this are identifiers, not categories
 CLASS_COLUMNS = ("class_type", "class", "label", "target", "species", "y")  # looked for in this order
 
 _MAKES = ["ACURA", "AUDI", "BMW", "BUICK", "CHEVROLET", "CHRYSLER", "DODGE", "FORD", "GMC", "HONDA", "HYUNDAI",
@@ -73,7 +75,8 @@ def co2_frame(rows: int, seed: int):
     mpg = np.round(282.48 / comb).astype(int)
     co2 = np.round(comb * factor * rng.normal(1.0, 0.01, rows)).astype(int)
     make = rng.choice(_MAKES, size=rows)
-    model = np.char.add(np.char.add(make.astype(str), " M"), rng.integers(1, 400, rows).astype(str))
+    # about one model name per 3.6 rows, as in the real file (2,049 names in 7,385 rows)
+    model = np.char.add(np.char.add(make.astype(str), " M"), rng.integers(1, max(2, rows * 10 // 36), rows).astype(str))
     return pd.DataFrame(dict(zip(CO2_COLUMNS, [make, model, vclass, engine, cyl, gearbox, fuel, city, hwy,
                                                 comb, mpg, co2])))
 
@@ -101,7 +104,7 @@ def classes_frame(rows: int, seed: int, n_features: int = 16, n_classes: int = 5
 
 
 def _cached_csv(ctx, name: str, frame_fn, **params) -> Path:
-    key = "-".join(f"{k}{v}" for k, v in sorted(params.items()))
+    key = "-".join(f"{k}{v}" for k, v in sorted(params.items())) + f"-v{GENERATOR_VERSION}"
     path = Path(ctx.cache_dir) / "tabular" / f"{name}-{key}.csv"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -201,8 +204,9 @@ def prepare_tabular(spark, path: Path, task: str, seed: int, test_fraction: floa
     strings = [f.name for f in df.schema.fields if isinstance(f.dataType, T.StringType) and f.name != "_label"]
     numerics = [f.name for f in df.schema.fields if isinstance(f.dataType, T.NumericType) and f.name != "_label"]
     distinct = df.agg(*[F.countDistinct(c).alias(c) for c in strings]).first() if strings else {}
-    # identifiers (a model name, an animal's name) would one-hot into one column per row: noise, not signal
-    dropped = [c for c in strings if distinct[c] > max(60, n // 10)]
+    # identifiers (a model name, an animal's name) would one-hot into a column per row or so: noise, not signal,
+    # and a feature vector too wide to feed (at most MAX_LEVELS one-hot columns per categorical)
+    dropped = [c for c in strings if distinct[c] > min(MAX_LEVELS, max(60, n // 10))]
     categoricals = [c for c in strings if c not in dropped]
     if not categoricals and not numerics:
         raise ValueError(f"{path}: no usable feature columns besides the label {label!r}")

@@ -34,7 +34,7 @@ from ..feeders import FEEDERS
 from ..models import MODELS
 from ..registry import experiment
 from ..spec import Axis
-from ..workload import CheckFailed, Measurement, SelfTimed, Unavailable
+from ..workload import Measurement, SelfTimed, Unavailable
 
 EXP = experiment("training", "Spark MLlib vs TensorFlow vs PyTorch on the same data and model; Spark -> framework "
                              "feeders (petastorm, arrow, pandas) against the in-memory limit")
@@ -102,19 +102,18 @@ def _source(ctx, task: str, rows: int) -> tuple[Path, str]:
             check_folder(data)
             return data, str(data)
         return cached_tree(ctx.cache_dir, rows, IMAGE_FILE_KB, IMAGE_CLASSES, ctx.seed), "generated"
-    if data is not None:
-        if data.is_dir() or not data.exists():
-            if not data.exists():
-                raise ValueError(f"--data {data}: no such file; pass a CSV file (or leave --data out)")
-        else:
-            cols = tabular.csv_columns(data)
-            fits = tabular.co2_label(cols) if task == "co2" else tabular.class_label(cols)
-            if fits:
-                return data, str(data)
-            if not tabular.co2_label(cols) and not tabular.class_label(cols):
-                raise ValueError(f"--data {data}: fits no training task: the co2 task needs a CO2 column, "
-                                 f"tabular_cls a class column ({', '.join(tabular.CLASS_COLUMNS)}); "
-                                 f"its columns are {cols}")
+    if data is not None and not data.exists():
+        raise ValueError(f"--data {data}: no such file; pass a CSV file (or leave --data out)")
+    # a CSV serves the task it fits (the other table task, and an image folder, leave it generated data:
+    # the record's `data` extra says which was used)
+    if data is not None and data.is_file():
+        cols = tabular.csv_columns(data)
+        if (tabular.co2_label(cols) if task == "co2" else tabular.class_label(cols)):
+            return data, str(data)
+        if not tabular.co2_label(cols) and not tabular.class_label(cols):
+            raise ValueError(f"--data {data}: fits no training task: the co2 task needs a CO2 column, "
+                             f"tabular_cls a class column ({', '.join(tabular.CLASS_COLUMNS)}); "
+                             f"its columns are {cols}")
     if task == "co2":
         return tabular.co2_csv(ctx, rows), "generated"
     return tabular.classes_csv(ctx, rows), "generated"

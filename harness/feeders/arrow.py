@@ -262,3 +262,53 @@ def _first_chunk(feeder: ArrowFeeder):
     for part in feeder._decoded():
         yield part
         return
+
+
+def profile(path: str | Path, batch_size: int = 256, columns: Sequence[str] = ("features", "label"),
+            repeats: int = 7) -> list[tuple[str, float]]:
+    """Where an epoch into PyTorch goes, stage by stage (cumulative; best of `repeats`, in seconds).
+
+    The consumer is the feed cases' one: a sum over every feature and label value. The last stage is
+    `feed_limit`: the same batches already in memory as tensors.
+    """
+    import torch
+
+    from ..timing import measure
+
+    f = ArrowFeeder(path, columns, batch_size)
+    x_col, y_col = columns[0], columns[1]
+
+    def decode_only():
+        for frag in f._fragments:
+            for _ in frag.to_batches(columns=list(columns), batch_size=f.chunk_rows):
+                pass
+
+    whole = {c: np.concatenate([p[c] for p in f._decoded()]) for c in columns}
+    ready = [(torch.from_numpy(whole[x_col][i:i + batch_size].copy()),
+              torch.from_numpy(whole[y_col][i:i + batch_size].copy())) for i in range(0, f.rows, batch_size)]
+
+    def consume(batches):
+        total = torch.zeros((), dtype=torch.float64)
+        for x, y in batches:
+            total += y.sum()
+            x.sum()
+
+    stages = [("Parquet -> Arrow record batches", decode_only),
+              ("+ Arrow -> NumPy views", lambda: list(f._decoded())),
+              ("+ contiguous owned chunks (copy)", lambda: list(f._chunks_raw(0))),
+              ("whole epoch: thread, queue, slices, torch.from_numpy, consumer", lambda: consume(to_torch(f))),
+              ("feed_limit: the same batches in memory, same consumer", lambda: consume(ready))]
+    return [(name, min(measure(fn, 1, repeats)[1])) for name, fn in stages]
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) < 2:
+        sys.exit("usage: python -m harness.feeders.arrow PARQUET_FOLDER [BATCH_SIZE]  (a training run's "
+                 "RESULTS/<run_id>/work/training/<task>-<key>/arrow folder)")
+    folder, bs = sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 256
+    feeder = ArrowFeeder(folder, ["features", "label"], bs)
+    print(f"{feeder.rows} rows, batch {bs}")
+    for name, seconds in profile(folder, bs):
+        print(f"{seconds * 1000:10.2f} ms  {feeder.rows / seconds:14,.0f} rows/s  {name}")
