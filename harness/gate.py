@@ -54,29 +54,11 @@ class Side:
 
 def load_side(arg: str | Path) -> Side:
     """A run folder or a results.jsonl file -> its deduplicated records and env.json (when next to it)."""
-    p = Path(arg)
-    if not p.exists():
-        raise GateError(f"{arg}: no such run folder or results file (pass RESULTS/<run_id>, its results.jsonl, "
-                        f"or `baseline` for this machine's stored baseline)")
-    path = record.results_path(p)
-    if not path.is_file():
-        raise GateError(f"{arg}: not a run folder (no {record.RESULTS_FILE} in it); pass a folder made by "
-                        f"`harness run` or a results.jsonl file")
     try:
-        results, problems = record.read(path)
-    except (OSError, UnicodeDecodeError) as e:
-        raise GateError(f"{path}: cannot be read ({e})") from None
-    if not results:
-        extra = f" ({len(problems)} malformed line(s), e.g. {problems[0]})" if problems else ""
-        raise GateError(f"{path}: holds no result records{extra}; is it a harness results.jsonl?")
-    env_file = path.parent / record.ENV_FILE
-    env: dict[str, Any] = {}
-    if env_file.is_file():
-        try:
-            env = json.loads(env_file.read_text())
-        except (OSError, ValueError):
-            problems.append(f"{env_file}: not valid JSON; the machine fingerprint is unknown")
-    return Side(str(arg), path, record.dedupe_latest(results), env, warnings=problems)
+        data = record.load_run(Path(arg))
+    except record.RunDirError as e:
+        raise GateError(f"{e} (or `baseline` for this machine's stored baseline)") from None
+    return Side(str(arg), data.results_file, data.results, data.env or {}, warnings=data.problems)
 
 
 def machine_key(env: dict[str, Any]) -> dict[str, Any]:
@@ -407,8 +389,8 @@ def render_table(cmp: Comparison) -> str:
         lines += [f"  {d['experiment']}.{d['case']} {d['params']}: {d['reason']}" for d in cmp.not_comparable]
     n = len([c for c in cmp.cases if not math.isnan(c.p)])
     lines.append("")
-    lines.append(f"ratio: median ratio oriented so > 1 is worse (time up or throughput down); CI: bootstrap. "
-                 f"p: one-sided Mann-Whitney U.")
+    lines.append("ratio: median ratio oriented so > 1 is worse (time up or throughput down); CI: bootstrap. "
+                 "p: one-sided Mann-Whitney U.")
     lines.append(f"False discovery rate controlled with Benjamini-Hochberg over {n} compared case(s) at "
                  f"alpha={cmp.alpha:g}; a case regressed when q <= {cmp.alpha:g} and ratio > "
                  f"{1 + cmp.threshold:.3g} (threshold {_pct(cmp.threshold)}).")

@@ -100,6 +100,55 @@ def results_path(run_or_file: Path) -> Path:
     return p / RESULTS_FILE if p.is_dir() else p
 
 
+class RunDirError(ValueError):
+    """A path that holds no usable run; the message names it and the fix."""
+
+
+@dataclass
+class RunData:
+    results_file: Path
+    results: list[Result]  # the latest record per identity, in file order
+    env: dict[str, Any] | None  # env.json, or None when missing or unreadable
+    problems: list[str]  # malformed lines, a missing or broken env.json
+
+
+def load_run(path: Path) -> RunData:
+    """Reads a run folder (or its results.jsonl) and the env.json beside it, for reports and comparisons.
+
+    Raises RunDirError when nothing usable is there; smaller problems are listed and the rest is kept.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise RunDirError(f"{p}: no such run folder or results file; pass a folder written by `harness run` "
+                          f"(RESULTS/<run_id>) or its {RESULTS_FILE}")
+    results_file = results_path(p)
+    if not results_file.is_file():
+        raise RunDirError(f"{p}: not a run folder (no {RESULTS_FILE} in it); pass a folder written by "
+                          "`harness run` (RESULTS/<run_id>)")
+    try:
+        results, problems = read(results_file)
+    except (OSError, UnicodeDecodeError) as e:
+        raise RunDirError(f"{results_file}: unreadable ({e}); is it a results file written by `harness run`?") from None
+    if not results:
+        detail = f" ({len(problems)} malformed line(s), first: {problems[0]})" if problems else " (it is empty)"
+        raise RunDirError(f"{results_file}: holds no readable records{detail}; rerun the cases, or pass another "
+                          "run folder")
+    env_file = results_file.parent / ENV_FILE
+    env = None
+    if not env_file.is_file():
+        problems.append(f"{env_file}: missing, so the machine and software are unknown "
+                        "(`harness run` writes it; copy it from the machine that made the run)")
+    else:
+        try:
+            env = json.loads(env_file.read_text(encoding="utf-8"))
+            if not isinstance(env, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            env = None
+            problems.append(f"{env_file}: unreadable ({e}); the machine and software are unknown")
+    return RunData(results_file, dedupe_latest(results), env, problems)
+
+
 def write_json(path: Path, data: Any) -> None:
     """Writes JSON atomically (temp file + rename) so a crash never leaves half a file."""
     tmp = path.with_suffix(path.suffix + ".tmp")

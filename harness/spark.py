@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 from .masking import mask_mapping
 
@@ -82,3 +82,19 @@ def describe(session, startup_s: float | None = None) -> dict[str, Any]:
         "startup_s": startup_s,
         "conf": mask_mapping(dict(sorted(sc.getConf().getAll()))),
     }
+
+
+def session_conf(spark, settings: dict[str, str]) -> Callable[[], None]:
+    """Sets runtime SQL conf for one case; returns the function (a case's teardown) that puts it back."""
+    old = {k: spark.conf.get(k, None) for k in settings}
+    for k, v in settings.items():
+        spark.conf.set(k, v)
+
+    def restore() -> None:
+        for k, v in old.items():
+            if v is None:
+                spark.conf.unset(k)
+            else:
+                spark.conf.set(k, v)
+
+    return restore

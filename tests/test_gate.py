@@ -244,7 +244,7 @@ def test_unusable_input_exits_2_naming_the_problem(tmp_path, problem, cli):
         cur, expect = tmp_path / "plain", "not a run folder"
     elif problem == "empty":
         (tmp_path / "empty.jsonl").write_text("{not json\n")
-        cur, expect = tmp_path / "empty.jsonl", "holds no result records"
+        cur, expect = tmp_path / "empty.jsonl", "holds no readable records"
     elif problem == "nothing_in_common":
         cur, expect = write_run(tmp_path / "cur", [{"case": "sleep", "samples": BASE}]), "no case is comparable"
     elif problem == "bad_alpha":

@@ -262,7 +262,7 @@ def test_unusable_input_names_path_and_fix(tmp_path):
     with pytest.raises(ReportError, match=r"no such run folder"):
         build_report([tmp_path / "nope"], None, quiet=True)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ReportError, match=r"empty: no results\.jsonl in it; pass a run folder"):
+    with pytest.raises(ReportError, match=r"empty: not a run folder \(no results\.jsonl in it\)"):
         build_report([tmp_path / "empty"], None, quiet=True)
     bad = tmp_path / "bad"
     bad.mkdir()

@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 from .. import timing
 from ..registry import experiment
+from ..spark import session_conf
 from ..spec import Axis
 from ..workload import CheckFailed, Measurement, SelfTimed, Unavailable
 
@@ -111,21 +112,6 @@ def source(ctx, n_files: int, file_kb: int) -> Source:
 
 
 # ---------------------------------------------------------------------------------------------- spark
-
-def _session_conf(spark, settings: dict[str, str]) -> Callable[[], None]:
-    """Sets session conf for this case; returns the function that puts the previous values back."""
-    old = {k: spark.conf.get(k, None) for k in settings}
-    for k, v in settings.items():
-        spark.conf.set(k, v)
-
-    def restore():
-        for k, v in old.items():
-            if v is None:
-                spark.conf.unset(k)
-            else:
-                spark.conf.set(k, v)
-
-    return restore
 
 
 def _file_conf(max_partition_mb: int, open_cost_mb: int) -> dict[str, str]:
@@ -291,7 +277,7 @@ def small_files(ctx, n_files, file_kb, max_partition_mb, open_cost_mb, cold):
     """binaryFile read of every image file, forced to read every byte."""
     src = source(ctx, n_files, file_kb)
     spark = ctx.spark
-    restore = _session_conf(spark, _file_conf(max_partition_mb, open_cost_mb))
+    restore = session_conf(spark, _file_conf(max_partition_mb, open_cost_mb))
     partitions = read_small_files(spark, src).rdd.getNumPartitions()
 
     def after(out):
@@ -309,7 +295,7 @@ def compact(ctx, n_files, file_kb, target_files, row_group_mb, compression, max_
     """The compaction job: repartition to target_files, write Parquet."""
     src = source(ctx, n_files, file_kb)
     spark = ctx.spark
-    restore = _session_conf(spark, _file_conf(max_partition_mb, open_cost_mb))
+    restore = session_conf(spark, _file_conf(max_partition_mb, open_cost_mb))
     out = compact_dir(ctx, src, target_files, row_group_mb, compression)
     partitions = read_small_files(spark, src).rdd.getNumPartitions()
 
@@ -337,7 +323,7 @@ def compacted(ctx, n_files, file_kb, target_files, row_group_mb, compression, ma
     src = source(ctx, n_files, file_kb)
     spark = ctx.spark
     out = ensure_compacted(ctx, src, target_files, row_group_mb, compression)
-    restore = _session_conf(spark, _file_conf(max_partition_mb, open_cost_mb))
+    restore = session_conf(spark, _file_conf(max_partition_mb, open_cost_mb))
     partitions = spark.read.parquet(str(out)).rdd.getNumPartitions()
 
     def after(res):
@@ -474,7 +460,7 @@ def pipeline_small_files(ctx, n_files, file_kb, image_size, max_partition_mb, op
     """The book's preprocessing (label, size, resize) from the small files, to the noop sink."""
     src = source(ctx, n_files, file_kb)
     spark = ctx.spark
-    restore = _session_conf(spark, _file_conf(max_partition_mb, open_cost_mb))
+    restore = session_conf(spark, _file_conf(max_partition_mb, open_cost_mb))
     partitions = read_small_files(spark, src).rdd.getNumPartitions()
     params = dict(n_files=n_files, file_kb=file_kb, image_size=image_size, max_partition_mb=max_partition_mb,
                   open_cost_mb=open_cost_mb, cold=cold)
@@ -491,7 +477,7 @@ def pipeline_compacted(ctx, n_files, file_kb, target_files, row_group_mb, compre
     src = source(ctx, n_files, file_kb)
     spark = ctx.spark
     out = ensure_compacted(ctx, src, target_files, row_group_mb, compression)
-    restore = _session_conf(spark, _file_conf(max_partition_mb, open_cost_mb))
+    restore = session_conf(spark, _file_conf(max_partition_mb, open_cost_mb))
     partitions = spark.read.parquet(str(out)).rdd.getNumPartitions()
     params = dict(n_files=n_files, file_kb=file_kb, image_size=image_size, max_partition_mb=max_partition_mb,
                   open_cost_mb=open_cost_mb, cold=cold)

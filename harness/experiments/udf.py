@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator
 from urllib.parse import unquote, urlparse
 
 from ..registry import experiment
+from ..spark import session_conf
 from ..spec import Axis
 from ..workload import CheckFailed, Workload
 
@@ -448,20 +449,6 @@ def relative(ctx, style: str, params: dict, samples: list[float] | None, rows: i
 
 # ---- Spark conf, set for the case and restored afterwards ----
 
-def set_conf(spark, settings: dict[str, str]) -> Callable[[], None]:
-    old = {k: spark.conf.get(k, None) for k in settings}
-    for k, v in settings.items():
-        spark.conf.set(k, v)
-
-    def restore() -> None:
-        for k, v in old.items():
-            if v is None:
-                spark.conf.unset(k)
-            else:
-                spark.conf.set(k, v)
-
-    return restore
-
 
 def build_case(ctx, style: str, params: dict) -> Workload:
     """The Workload of one style and workload over the shared cached input, with its reference checksum."""
@@ -478,7 +465,7 @@ def build_case(ctx, style: str, params: dict) -> Workload:
         settings[PY_ARROW_KEY] = "false"  # plain @udf must stay pickled row-at-a-time, whatever the defaults
     if style in ARROW_STYLES:
         settings[BATCH_KEY] = str(params["max_records_per_batch"])
-    restore = set_conf(ctx.spark, settings)
+    restore = session_conf(ctx.spark, settings)
 
     def job():
         # a fresh DataFrame per run: running one DataFrame again reuses its shuffle files, which skips the

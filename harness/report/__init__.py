@@ -7,7 +7,6 @@ Malformed lines and a missing `env.json` are shown on the page and do not stop t
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -35,37 +34,12 @@ class Run:
 
 def load_run(path: Path) -> Run:
     """Reads a run folder (or its results.jsonl); raises ReportError when nothing usable is there."""
-    p = Path(path)
-    if not p.exists():
-        raise ReportError(f"{p}: no such run folder; pass a folder written by `harness run` "
-                          "(RESULTS/<run_id>, holding results.jsonl)")
-    results_file = record.results_path(p)
-    if not results_file.is_file():
-        raise ReportError(f"{p}: no {record.RESULTS_FILE} in it; pass a run folder written by `harness run` "
-                          "(RESULTS/<run_id>)")
     try:
-        results, problems = record.read(results_file)
-    except (OSError, UnicodeDecodeError) as e:
-        raise ReportError(f"{results_file}: unreadable ({e}); is it a results file written by `harness run`?") from None
-    if not results:
-        detail = f" ({len(problems)} malformed line(s), first: {problems[0]})" if problems else " (it is empty)"
-        raise ReportError(f"{results_file}: holds no readable records{detail}; rerun the cases, or pass another "
-                          "run folder")
-    env_file = results_file.parent / record.ENV_FILE
-    env = None
-    if not env_file.is_file():
-        problems.append(f"{env_file}: missing, so the summary has no machine or software details "
-                        "(`harness run` writes it; copy it from the machine that made the run)")
-    else:
-        try:
-            env = json.loads(env_file.read_text(encoding="utf-8"))
-            if not isinstance(env, dict):
-                raise ValueError("not a JSON object")
-        except (OSError, UnicodeDecodeError, ValueError) as e:
-            env = None
-            problems.append(f"{env_file}: unreadable ({e}); the summary has no machine or software details")
-    label = results[0].run_id or results_file.parent.name
-    return Run(results_file.parent, record.dedupe_latest(results), env, problems, label)
+        data = record.load_run(path)
+    except record.RunDirError as e:
+        raise ReportError(str(e)) from None
+    label = data.results[0].run_id or data.results_file.parent.name
+    return Run(data.results_file.parent, data.results, data.env, data.problems, label)
 
 
 class _Progress:

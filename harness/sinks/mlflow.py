@@ -101,7 +101,7 @@ class MlflowSink:
     def case(self, r: Result) -> None:
         if not self.active or r.identity in self.logged:
             return
-        from mlflow.entities import Metric, Param, RunTag
+        from mlflow.entities import Metric, Param
 
         try:
             ts = int(time.time() * 1000)
