@@ -1,6 +1,8 @@
 """Feeders on real Parquet / a real SparkSession: every row delivered once, shards disjoint, adapters typed."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -120,19 +122,17 @@ def test_pandas_feeder(spark, parquet_dir):
 
 
 def test_petastorm_converter_round_trip(spark, parquet_dir, tmp_path):
-    """make_spark_converter in this process, loaders from its spec (as the framework's process does)."""
+    """make_spark_converter in this process, the loader from its spec in a framework process (as training does)."""
+    from harness import isolation
     from harness.feeders import petastorm
 
     conv = petastorm.converter(spark, spark.read.parquet(str(parquet_dir)), tmp_path / "pcache")
     spec = petastorm.spec(conv)
     assert spec["dataset_size"] == 1003
-    rebuilt = petastorm.from_spec(spec)
-    with petastorm.torch_loader(rebuilt, 128, workers_count=2) as loader:
-        got = [(b["features"].numpy(), b["label"].numpy()) for b in loader]
-    labels = np.concatenate([y for _, y in got])
-    feats = np.concatenate([x for x, _ in got])
-    assert sorted(labels.astype(int).tolist()) == list(range(1003))
-    np.testing.assert_array_equal(feats, labels[:, None] * 10 + np.arange(6)[None, :])
+    out = isolation.run_function("tests_isolation_helpers:petastorm_torch_epoch", {"spec": spec, "batch_size": 128},
+                                 300, env={"PYTHONPATH": str(Path(__file__).parent)})
+    assert out["batches"] == -(-1003 // 128)
+    assert sorted(out["labels"]) == list(range(1003)) and out["features_match"]
 
 
 def test_arrow_profile_names_every_stage(parquet_dir):
