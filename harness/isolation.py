@@ -30,7 +30,8 @@ class ChildTimeout(TimeoutError):
     pass
 
 
-def _tail(text: str, lines: int = 40) -> str:
+def tail(text: str, lines: int = 40) -> str:
+    """The last lines of a process's output, for error records."""
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
@@ -47,7 +48,7 @@ def run_command(cmd: list[str], timeout_s: float, env: dict[str, str] | None = N
         except subprocess.TimeoutExpired:
             _kill(proc)
             log.seek(0)
-            raise ChildTimeout(f"{cmd[0]} ran past {timeout_s:.0f} s and was killed\n{_tail(log.read())}") from None
+            raise ChildTimeout(f"{cmd[0]} ran past {timeout_s:.0f} s and was killed\n{tail(log.read())}") from None
         finally:
             with _lock:
                 _children.discard(proc)
@@ -55,7 +56,7 @@ def run_command(cmd: list[str], timeout_s: float, env: dict[str, str] | None = N
         log.seek(0)
         out = log.read()
     if proc.returncode != 0:
-        raise ChildFailed(f"{' '.join(cmd[:3])}... exited with {proc.returncode}:\n{_tail(out)}")
+        raise ChildFailed(f"{' '.join(cmd[:3])}... exited with {proc.returncode}:\n{tail(out)}")
     return out
 
 

@@ -64,14 +64,19 @@ def _test_cache(tmp_path_factory):
     yield
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
-    """A real `mlflow server` on a free loopback port, stopped at the end of the session."""
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
     import socket
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` on a free loopback port, stopped at the end of the session."""
+    port = free_port()
     folder = tmp_path_factory.mktemp("mlflow-server")
     env = {**os.environ, "MLFLOW_SERVER_DIR": str(folder), "VENV": str(Path(sys.executable).parent.parent)}
     script = ROOT / "scripts" / "mlflow-server.sh"

@@ -1,20 +1,13 @@
 """The `harness` command driven as a user would: real runs, a real MLflow store, interrupt and resume, secrets."""
 import json
 import signal
-import socket
 import subprocess
 import sys
 import time
 
-from conftest import ROOT, harness_cli
+from conftest import ROOT, free_port, harness_cli
 
 from harness import record
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_help_imports_no_heavy_framework():

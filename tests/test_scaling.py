@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 import subprocess
 
 import pytest
 
-from conftest import ROOT, harness_cli, run_case
+from conftest import ROOT, free_port, harness_cli, run_case
 
 # small enough for a loaded 2-core machine; the model is the training issue's mlp unless a test says otherwise
 TINY = dict(model="mlp", batch_size=16, batches=2)
@@ -182,9 +181,7 @@ def test_too_many_workers_for_the_task_slots_is_unavailable(ctx):
 @pytest.fixture
 def standalone_cluster(tmp_path):
     """scripts/spark-cluster.sh on a free port in a tmp dir: two workers of one core; stopped afterwards."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "SPARK_MASTER_PORT": str(port), "SPARK_CLUSTER_DIR": str(tmp_path / "cluster"),
            "WORKERS": "2", "WORKER_CORES": "1", "WORKER_MEMORY": "1g"}
     script = str(ROOT / "scripts" / "spark-cluster.sh")

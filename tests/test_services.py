@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, harness_cli
-from test_cli import free_port
+from conftest import ROOT, free_port, harness_cli
 
 from harness import record
 

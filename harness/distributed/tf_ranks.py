@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from .. import isolation
+
 
 def _free_ports(n: int) -> list[int]:
     socks = []
@@ -73,7 +75,7 @@ def launch(cfg: dict, workers: int, out_dir: str, timeout_s: float) -> dict:
 
                 raise Unavailable(r["message"])
         which = "timed out" if failed == -1 else f"worker {failed} exited with {procs[failed][0].returncode}"
-        tail = "\n".join((out / f"worker{max(failed, 0)}.log").read_text().strip().splitlines()[-30:])
+        tail = isolation.tail((out / f"worker{max(failed, 0)}.log").read_text(), 30)
         raise RuntimeError(f"tf_multiworker: {which}; its log ends:\n{tail}")
     return {"ranks": [json.loads((out / f"rank{i}.json").read_text()) for i in range(workers)]}
 

@@ -289,7 +289,7 @@ def _output_on_error(log: io.StringIO):
     except (Unavailable, CheckFailed, isolation.ChildTimeout):
         raise
     except Exception as e:
-        tail = "\n".join(log.getvalue().strip().splitlines()[-30:])
+        tail = isolation.tail(log.getvalue(), 30)
         if not tail:
             raise
         raise isolation.ChildFailed(f"{type(e).__name__}: {e}\n--- launcher output ---\n{tail}") from e
