@@ -57,7 +57,7 @@ def load_side(arg: str | Path) -> Side:
     try:
         data = record.load_run(Path(arg))
     except record.RunDirError as e:
-        raise GateError(f"{e} (or `baseline` for this machine's stored baseline)") from None
+        raise GateError(str(e)) from None
     return Side(str(arg), data.results_file, data.results, data.env or {}, warnings=data.problems)
 
 
@@ -158,7 +158,10 @@ def resolve(baseline: str, current: str, results_root: Path | None = None) -> tu
         base = load_side(path)
         base.note = note
         return base, cur
-    return load_side(baseline), cur
+    try:
+        return load_side(baseline), cur
+    except GateError as e:
+        raise GateError(f"{e} (or `baseline` for this machine's stored baseline)") from None
 
 
 # --- fingerprint differences ---------------------------------------------------------------------------------
