@@ -1,4 +1,4 @@
-"""The `harness` command: list, run, log, report, compare, baseline, env (DESIGN.md's contract).
+"""The `harness` command: list, run, log, report, compare, baseline, env (docs/DESIGN.md).
 
 Nothing heavy is imported at module level: `harness --help` must answer in well under 1.5 s.
 """

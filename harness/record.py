@@ -1,4 +1,4 @@
-"""The one Result record (DESIGN.md), and reading/writing `results.jsonl`.
+"""The one Result record (docs/DESIGN.md), and reading/writing `results.jsonl`.
 
 A record is appended and flushed (and fsynced) as soon as its case ends, so an interrupted run keeps every
 finished case. Reading is forgiving: a malformed line is reported by number and skipped, the rest still loads.

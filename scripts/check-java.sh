@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fails with a clear message unless `java -version` reports Java 17 (Spark's JVM, see DESIGN.md).
+# Fails with a clear message unless `java -version` reports Java 17 (Spark's JVM, see docs/DESIGN.md).
 if ! command -v java >/dev/null 2>&1; then
   echo "error: Java 17 is required (Spark runs on the JVM) but 'java' is not on PATH." >&2
   echo "fix: install it (Debian/Ubuntu: apt-get install openjdk-17-jre-headless) or set JAVA_HOME and PATH." >&2

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds .venv from the pinned stack (DESIGN.md). Idempotent: a stamp holding the hash of the
+# Builds .venv from the pinned stack (docs/DESIGN.md). Idempotent: a stamp holding the hash of the
 # inputs makes a second call instant; change requirements.txt or this script and it rebuilds what changed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,7 +12,7 @@ bash scripts/check-java.sh
 PY=${PYTHON:-python3.11}
 command -v "$PY" >/dev/null || { echo "error: Python 3.11 is required ('$PY' not found); set PYTHON=/path/to/python3.11" >&2; exit 2; }
 "$PY" -c 'import sys; assert sys.version_info[:2] == (3, 11)' 2>/dev/null \
-  || { echo "error: $PY is not Python 3.11 (Petastorm needs distutils, see DESIGN.md); set PYTHON=" >&2; exit 2; }
+  || { echo "error: $PY is not Python 3.11 (Petastorm needs distutils, see docs/DESIGN.md); set PYTHON=" >&2; exit 2; }
 
 [ -x $venv/bin/python ] || "$PY" -m venv $venv
 echo "[setup] installing the pinned stack into $venv (first time: several minutes)"

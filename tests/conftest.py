@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED_DATA = ROOT.parent / "shared" / "data"
+DATASETS = ROOT / "datasets"  # the real CSVs shipped with the repository
 
 
 @pytest.fixture(scope="session")

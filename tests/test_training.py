@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import SHARED_DATA, run_case
+from conftest import DATASETS, run_case
 
-CO2_CSV = SHARED_DATA / "co2_emissions_canada.csv"
-ZOO_CSV = SHARED_DATA / "zoo.csv"
-CO2_ROWS = 7385  # complete data rows in the shared copy of the CSV
+CO2_CSV = DATASETS / "co2_emissions_canada.csv"
+ZOO_CSV = DATASETS / "zoo.csv"
+CO2_ROWS = 7385  # data rows in datasets/co2_emissions_canada.csv
 
 
 def test_generated_co2_has_the_real_schema_and_relations():
