@@ -1,7 +1,8 @@
 """The regression gate (`harness compare`, `harness baseline save`) and the statistics behind it.
 
 Known-answer checks of the statistics; the gate driven through the real CLI on records written in the real
-format, and on runs made by the real runner. The gate's error rates against ground truth are measured by
+format, and on runs made by the real runner. The statistics against scipy and brute force, and the paired
+decision, are in test_decide.py. The gate's error rates against ground truth are measured by
 scripts/gate-validation.py (a benchmark, not a test: its figures depend on the machine's load).
 """
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pytest
 
 from conftest import harness_cli
 
-from harness import record, stats
+from harness import decide, record, stats
 from harness.record import Result
 
 # --- statistics: known answers -------------------------------------------------------------------------------
@@ -30,10 +31,12 @@ def test_worse_ratio_orients_by_metric_direction():
 def test_mann_whitney_exact_p_for_complete_separation_and_direction():
     base, cur = [1.0, 1.1, 1.2, 1.3, 1.4], [2.0, 2.1, 2.2, 2.3, 2.4]
     # all 5 current samples above all 5 baseline ones: the one most extreme of C(10, 5) = 252 arrangements
-    assert stats.mann_whitney_worse(base, cur, "lower") == pytest.approx(1 / 252)
-    assert stats.mann_whitney_worse(base, cur, "higher") == pytest.approx(1.0)  # higher throughput: better
+    test = stats.mann_whitney(base, cur, "lower")
+    assert test.p == pytest.approx(1 / 252) and test.min_p == pytest.approx(1 / 252) and test.method == "exact"
+    assert stats.mann_whitney(base, cur, "higher").p == pytest.approx(1.0)  # higher throughput: better
     assert stats.min_rank_p(5, 5) == pytest.approx(1 / 252)
     assert stats.min_rank_p(2, 2) == pytest.approx(1 / 6)
+    assert stats.min_rank_p(1, 19) == 0.05  # exact integers: not 0.05000000000000003
 
 
 def test_benjamini_hochberg_matches_hand_computation():
@@ -44,23 +47,26 @@ def test_benjamini_hochberg_matches_hand_computation():
     assert stats.benjamini_hochberg([]) == []
 
 
-def test_bootstrap_ratio_ci_brackets_the_true_ratio_and_is_reproducible():
+def test_ratio_ci_brackets_the_true_ratio_and_states_its_real_coverage():
     base = [1.00, 1.01, 0.99, 1.02, 0.98, 1.00, 1.01, 0.99]
     cur = [x * 1.2 for x in base]
-    lo, hi = stats.bootstrap_ratio_ci(base, cur, "lower")
+    lo, hi, coverage = stats.shift_ratio_ci(base, cur, "lower")
     assert lo <= 1.2 <= hi and hi - lo < 0.1
-    assert stats.bootstrap_ratio_ci(base, cur, "lower") == (lo, hi)  # seeded: same input, same interval
-    lo_t, hi_t = stats.bootstrap_ratio_ci([1 / x for x in base], [1 / x for x in cur], "higher")
+    assert 0.95 <= coverage < 0.97  # the narrowest pairwise-ratio interval reaching 95% at 8 vs 8
+    assert stats.shift_ratio_ci(base, cur, "lower") == (lo, hi, coverage)  # same input, same interval
+    lo_t, hi_t, _ = stats.shift_ratio_ci([1 / x for x in base], [1 / x for x in cur], "higher")
     assert lo_t <= 1.2 <= hi_t
+    # 2 vs 2: no interval reaches 95%; the widest one (min..max of the 4 pairwise ratios) covers 1 - 2/6
+    assert stats.shift_ratio_ci([1.0, 1.1], [1.2, 1.3])[2] == pytest.approx(2 / 3)
 
 
 def test_detectable_change_and_repeats_needed_follow_noise_and_sample_size():
     quiet = [1.0, 1.001, 0.999, 1.002, 0.998]
     noisy = [1.0, 1.3, 0.8, 1.2, 0.9]
-    assert stats.min_detectable_change(quiet, quiet) < 0.01
-    assert stats.min_detectable_change(noisy, noisy) > 0.2
-    # 2 + 2 samples: the rank test's smallest p is 1/6, so no change at all is detectable
-    assert stats.min_detectable_change([1.0, 1.1], [1.0, 1.1]) == math.inf
+    assert stats.detectable_change(stats.pooled_log_spread(quiet, quiet), 5, 5) < 0.01
+    assert stats.detectable_change(stats.pooled_log_spread(noisy, noisy), 5, 5) > 0.2
+    # 2 + 2 samples: the rank test's smallest p is 1/6, so no change at all is detectable, even without noise
+    assert stats.detectable_change(0.0, 2, 2) == math.inf
     n_quiet = stats.repeats_needed(stats.pooled_log_spread(quiet, quiet), 0.05)
     n_noisy = stats.repeats_needed(stats.pooled_log_spread(noisy, noisy), 0.05)
     assert 3 <= n_quiet < n_noisy
@@ -82,7 +88,7 @@ def write_run(folder: Path, cases: list[dict], env: dict | None = ENV) -> Path:
         record.append(folder / record.RESULTS_FILE, Result(
             run_id=folder.name, experiment=c.get("experiment", "calibration"), case=c.get("case", "spin"),
             params=c.get("params", {"iterations": 1000}), metric=c.get("metric", "wall_s"), unit=c.get("unit", "s"),
-            better=c.get("better", "lower"), samples=samples, stats=stats.summarize(samples),
+            better=c.get("better", "lower"), samples=samples, stats=c.get("stats") or stats.summarize(samples),
             status=c.get("status", "ok"), error=c.get("error")))
     if env is not None:
         record.write_json(folder / record.ENV_FILE, env)
@@ -135,12 +141,17 @@ def test_clear_regression_exits_1_with_verdict_ratio_ci_and_p(tmp_path, compare_
     assert case["verdict"] == "REGRESSED"
     assert case["ratio"] == pytest.approx(1.2)
     assert case["ratio_ci"][0] <= 1.2 <= case["ratio_ci"][1]
-    assert case["p"] == pytest.approx(1 / 252)
+    assert case["ci_level"] == pytest.approx(1 - 2 * 4 / 252)  # 5 vs 5: 3rd..23rd of 25 pairwise ratios
+    assert case["p"] == pytest.approx(1 / 252) and case["p_method"] == "exact"
     assert out["fdr"] == "benjamini-hochberg" and out["regressions"] == [case["identity"]]
+    assert out["design"] == "unpaired"
     # the table says the same, names the FDR control and ends with the exit code
     p = cli("compare", str(base), str(cur))
     assert p.returncode == 1
     assert "REGRESSED" in p.stdout and "Benjamini-Hochberg" in p.stdout and "exit 1" in p.stdout
+    # the interval's real coverage is printed, and the table says this was unpaired and what to use instead
+    assert "96.8% CI" in p.stdout and "95% CI" not in p.stdout
+    assert "UNPAIRED comparison" in p.stdout and "harness ab" in p.stdout
 
 
 def test_identical_runs_exit_0(tmp_path, compare_json):
@@ -231,6 +242,21 @@ def test_fingerprint_differences_are_printed_first(tmp_path, compare_json, cli):
     assert "machine.cores: 8 -> 16" in head and "packages.pyspark: 3.5.9 -> 4.0.1" in head
     _, out, _ = compare_json(base, cur)
     assert {d["key"] for d in out["fingerprint_differences"]} == {"machine.cores", "packages.pyspark"}
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "1.5"])
+def test_non_numeric_samples_exit_2_naming_file_and_case(tmp_path, cli, bad):
+    base = write_run(tmp_path / "base", [{"samples": BASE}])
+    cur = write_run(tmp_path / "cur", [{"samples": BASE}, {"case": "sleep", "params": {"ms": 10},
+                                                           "samples": [1.0, bad, 1.1], "stats": {"n": 3}}])
+    for args in ((base, cur), (cur, base), (base, cur, "--json")):
+        p = cli("compare", *args)
+        assert p.returncode == 2, p.stdout + p.stderr
+        assert p.stderr.count("\n") == 1 and "Traceback" not in p.stderr  # one line
+        assert str(cur / "results.jsonl") in p.stderr and "calibration.sleep" in p.stderr
+        assert "not a finite number" in p.stderr
+    p = cli("baseline", "save", str(cur), "--results", str(tmp_path / "r"))  # nor is it stored as a baseline
+    assert p.returncode == 2 and "calibration.sleep" in p.stderr
 
 
 @pytest.mark.parametrize("problem", ["missing", "not_results", "empty", "nothing_in_common", "bad_alpha"])
@@ -324,17 +350,15 @@ def test_decision_rule_error_rates_on_independent_samples():
     independence assumed here, which is why that script exists."""
     import random
 
-    from harness import gate
-
     rng = random.Random(8)
 
-    def side(factor: float) -> gate.Side:
+    def side(factor: float) -> list[Result]:
         xs = [factor * math.exp(rng.gauss(0, 0.03)) for _ in range(5)]
-        return gate.Side("sim", Path("sim"), [Result(run_id="sim", experiment="calibration", case="spin",
-                                                     params={}, samples=xs, stats=stats.summarize(xs))])
+        return [Result(run_id="sim", experiment="calibration", case="spin", params={}, samples=xs,
+                       stats=stats.summarize(xs))]
 
     trials = 200
-    false_alarms = sum(gate.compare(side(1.0), side(1.0)).exit_code == 1 for _ in range(trials))
-    detections = sum(gate.compare(side(1.0), side(1.15)).exit_code == 1 for _ in range(trials))
+    false_alarms = sum(decide.compare(side(1.0), side(1.0)).exit_code == 1 for _ in range(trials))
+    detections = sum(decide.compare(side(1.0), side(1.15)).exit_code == 1 for _ in range(trials))
     assert false_alarms / trials <= 0.05
     assert detections / trials >= 0.90

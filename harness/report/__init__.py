@@ -3,43 +3,29 @@
 Nothing here is timed. The report reads `results.jsonl` and `env.json` of each run, plans its views from the
 records' generic fields (experiment, case, params, metric, stats, extra, status), draws the charts with
 matplotlib (Agg) into `plots/` next to the page, and embeds them base64 in one HTML file readable offline.
-Malformed lines and a missing `env.json` are shown on the page and do not stop the rest of the report.
+Malformed lines, records set aside on loading (`storage.load_run`) and a missing `env.json` are shown on the page
+and do not stop the rest of the report.
 """
 from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from .. import record
-from ..record import Result
+from .. import storage
+from ..storage import LoadedRun
 
 
 class ReportError(Exception):
     """Input the report cannot use at all; the message names the path and the fix."""
 
 
-@dataclass
-class Run:
-    """One run folder as the report sees it."""
-
-    path: Path  # the folder holding results.jsonl
-    results: list[Result]  # the latest record per identity, in file order
-    env: dict[str, Any] | None  # env.json, or None when missing/unreadable
-    problems: list[str] = field(default_factory=list)  # malformed lines, missing env.json
-    label: str = ""  # short name on charts: the run id
-
-
-def load_run(path: Path) -> Run:
+def load_run(path: Path) -> LoadedRun:
     """Reads a run folder (or its results.jsonl); raises ReportError when nothing usable is there."""
     try:
-        data = record.load_run(path)
-    except record.RunDirError as e:
+        return storage.load_run(path)
+    except storage.UnusableInput as e:
         raise ReportError(str(e)) from None
-    label = data.results[0].run_id or data.results_file.parent.name
-    return Run(data.results_file.parent, data.results, data.env, data.problems, label)
 
 
 class _Progress:
@@ -114,4 +100,4 @@ def build_report(run_dirs: list[Path], out: Path | None = None, quiet: bool = Fa
     return out
 
 
-__all__ = ["ReportError", "Run", "build_report", "load_run"]
+__all__ = ["ReportError", "build_report", "load_run"]
