@@ -1,11 +1,15 @@
 """Experiments, cases and parameter grids; suite files (TOML) and `--set` overrides -> a list of case runs.
 
 Parameters are declared as name -> values together. Invalid combinations never expand (a case's `valid`
-predicate). Every problem in a suite or in `--set` is collected and reported at once, before anything runs.
+predicate). Every problem in a suite (the type of every key) or in `--set` is collected and reported at once,
+before anything runs, and so is a plan that would run nothing. `registry.py` builds on this module, never the
+other way round: planning takes the registry as an argument.
 """
 from __future__ import annotations
 
+import difflib
 import itertools
+import math
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
@@ -86,6 +90,9 @@ class CaseSpec:
     unit: str = "s"
     better: str = "lower"
     spark: bool = False  # needs the run's SparkSession (checked for Java before anything runs)
+    # cases of the same experiment this one is judged against: {"reference": case its speedup is over,
+    # "limit": case bounding what it could reach}; stored in each record's extra["roles"] for the report
+    roles: dict[str, str] = field(default_factory=dict)
 
     @property
     def target(self) -> str:
@@ -130,9 +137,35 @@ class Plan:
     defaults: dict[str, Any] = field(default_factory=dict)  # repeats / warmup / timeout from a suite
 
 
+SETTINGS = ("repeats", "warmup", "timeout")  # per-case run settings a suite or the command line may give
 SUITE_KEYS = {"description", "defaults", "run"}
-DEFAULT_KEYS = {"repeats", "warmup", "timeout"}
-ENTRY_KEYS = {"target", "set", "repeats", "warmup", "timeout"}
+ENTRY_KEYS = {"target", "set", *SETTINGS}
+SUITE_EXAMPLE = '[[run]] target = "calibration.sleep"'
+
+
+def setting_problem(name: str, value: Any) -> str | None:
+    """What a repeats / warmup / timeout value must be when `value` is not valid for it; None when it is."""
+    if name == "timeout":
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0:
+            return None
+        return "a finite number of seconds > 0, e.g. 600"
+    low = 1 if name == "repeats" else 0
+    if isinstance(value, int) and not isinstance(value, bool) and value >= low:
+        return None
+    return f"a whole number >= {low}, e.g. {low + 2}"
+
+
+def suggest(name: str, known, prefix: str = "") -> str:
+    """' (did you mean ...?)' for a mistyped name, else the list of known names."""
+    close = difflib.get_close_matches(name, list(known), n=3)
+    if close:
+        return " (did you mean " + ", ".join(prefix + c for c in close) + "?)"
+    return " (known: " + ", ".join(prefix + k for k in sorted(known)) + ")"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def parse_sets(items: list[str]) -> tuple[dict[str, list[str]], list[str]]:
@@ -141,10 +174,11 @@ def parse_sets(items: list[str]) -> tuple[dict[str, list[str]], list[str]]:
     problems = []
     for item in items:
         axis, sep, vals = item.partition("=")
-        if not sep or not axis.strip() or not vals.strip():
-            problems.append(f"--set {item!r}: expected AXIS=V1[,V2...]")
+        values = [v for v in vals.split(",") if v.strip()]
+        if not sep or not axis.strip() or not values:
+            problems.append(f"--set {item!r}: expected AXIS=V1[,V2...] with at least one value, e.g. ms=10,20")
             continue
-        out.setdefault(axis.strip(), []).extend(v for v in vals.split(",") if v != "")
+        out.setdefault(axis.strip(), []).extend(values)
     return out, problems
 
 
@@ -158,9 +192,11 @@ def _coerce_values(axis: Axis, raws: list[Any], where: str, problems: list[str])
     return values
 
 
-def _resolve(target: str, registry: dict, problems: list[str], where: str) -> list[CaseSpec]:
-    from .registry import suggest
-
+def _resolve(target: Any, registry: dict, problems: list[str], where: str) -> list[CaseSpec]:
+    if not isinstance(target, str) or not target:
+        problems.append(f"{where}: target must be a name in quotes, e.g. target = \"calibration.sleep\", "
+                        f"got {_short(target)}")
+        return []
     exp_id, _, case = target.partition(".")
     exp = registry.get(exp_id)
     if exp is None:
@@ -186,32 +222,108 @@ def _entries_for(specs: list[CaseSpec], sets: dict[str, list[Any]], where: str,
     return runs
 
 
-def load_suite_file(name: str) -> tuple[dict[str, Any], str]:
-    """A suite by name (package data `harness/suites/<name>.toml`) or by path to a TOML file."""
+def _suite_path(name: str):
+    """Where suite `name` lives (a .toml path, or the package's `harness/suites/<name>.toml`), or None."""
     path = Path(name)
-    if path.suffix == ".toml" and path.exists():
-        text, where = path.read_text(), str(path)
-    else:
-        res = resources.files("harness.suites").joinpath(f"{name}.toml")
-        if not res.is_file():
-            raise FileNotFoundError(name)
-        text, where = res.read_text(), f"suite {name!r}"
-    try:
-        return tomllib.loads(text), where
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError([f"{where}: not valid TOML ({e})"]) from None
+    if path.suffix == ".toml" and path.is_file():
+        return path
+    res = resources.files("harness.suites").joinpath(f"{name}.toml")
+    return res if res.is_file() else None
 
 
 def is_suite(name: str) -> bool:
+    return _suite_path(name) is not None
+
+
+def load_suite_file(name: str) -> tuple[dict[str, Any], str]:
+    """A suite by name (package data `harness/suites/<name>.toml`) or by path to a TOML file."""
+    source = _suite_path(name)
+    if source is None:
+        raise FileNotFoundError(name)
+    where = str(source) if isinstance(source, Path) else f"suite {name!r}"
     try:
-        load_suite_file(name)
-        return True
-    except FileNotFoundError:
-        return False
+        text = source.read_bytes().decode("utf-8")
+    except OSError as e:
+        raise ConfigError([f"{where}: cannot be read ({e.strerror or e}); check its permissions"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError([f"{where}: not a TOML text file (it is not UTF-8 text); pass a suite file like "
+                           "harness/suites/quick.toml"]) from None
+    try:
+        return tomllib.loads(text), where
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError([f"{where}: not valid TOML ({e}); see harness/suites/quick.toml for the format"]) from None
+
+
+def _check_settings(table: dict, where: str, problems: list[str]) -> None:
+    for name in SETTINGS:
+        if name in table and (need := setting_problem(name, table[name])):
+            problems.append(f"{where}: {name} = {_short(table[name])} is not valid; {name} takes {need}")
+
+
+def _check_keys(table: dict, allowed: set[str], where: str, problems: list[str]) -> None:
+    for key in sorted(set(table) - allowed):
+        problems.append(f"{where}: unknown key {key!r} (allowed: {', '.join(sorted(allowed))})")
+
+
+def _check_suite(suite: dict, where: str, problems: list[str]) -> tuple[str, dict, list[dict]]:
+    """Checks the type of every key of a suite; returns (description, defaults, [[run]] entries), each as far
+    as it is usable, so that every problem of the file is found in one pass."""
+    _check_keys(suite, SUITE_KEYS, where, problems)
+    description = suite.get("description", "")
+    if not isinstance(description, str):
+        problems.append(f"{where}: description must be a string, got {_short(description)}")
+        description = ""
+    defaults = suite.get("defaults", {})
+    if isinstance(defaults, dict):
+        _check_keys(defaults, set(SETTINGS), f"{where} [defaults]", problems)
+        _check_settings(defaults, f"{where} [defaults]", problems)
+    else:
+        problems.append(f"{where}: defaults must be a table ([defaults] with {', '.join(SETTINGS)}), "
+                        f"got {_short(defaults)}")
+        defaults = {}
+    entries = suite.get("run", [])
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        problems.append(f"{where}: run must be a list of [[run]] tables, e.g. {SUITE_EXAMPLE}, got {_short(entries)}")
+        entries = []
+    elif not entries:
+        problems.append(f"{where}: no [[run]] entry, so nothing would run; add one, e.g. {SUITE_EXAMPLE}")
+    return description, {k: v for k, v in defaults.items() if k in SETTINGS}, entries
+
+
+def _check_entry(entry: dict, where: str, problems: list[str]) -> dict[str, list[Any]]:
+    """Checks a [[run]] entry's keys and settings; returns its `set` table as {axis: [values]}."""
+    _check_keys(entry, ENTRY_KEYS, where, problems)
+    _check_settings(entry, where, problems)
+    if "target" not in entry:
+        problems.append(f"{where}: missing 'target', e.g. target = \"calibration.sleep\"")
+    entry_sets = entry.get("set", {})
+    if not isinstance(entry_sets, dict):
+        problems.append(f"{where}: set must be a table of axis values, e.g. set = {{ ms = [10, 20] }}, "
+                        f"got {_short(entry_sets)}")
+        return {}
+    out = {}
+    for axis, values in entry_sets.items():
+        values = values if isinstance(values, list) else [values]
+        if not values:
+            problems.append(f"{where}: set.{axis} is an empty list; give at least one value or leave the axis out")
+        out[axis] = values
+    return out
+
+
+def _nothing_runs(specs: list[CaseSpec]) -> str:
+    """Why a plan whose targets all resolved holds no case: every combination of values was ruled out."""
+    names = ", ".join(dict.fromkeys(s.target for s in specs))
+    rules = [d for d in dict.fromkeys((s.valid.__doc__ or "").strip().splitlines()[0] for s in specs
+                                      if s.valid is not None and s.valid.__doc__) if d]
+    why = f" ({' '.join(rules)})" if rules else ""
+    return (f"nothing would run: every combination of the values given is ruled out for {names}{why}; "
+            "pick other --set values (`harness list` shows each case's axes and defaults)")
 
 
 def plan(targets: list[str], set_items: list[str], registry: dict) -> Plan:
-    """Resolves suites / experiments / cases and --set overrides into case runs, or raises ConfigError."""
+    """Resolves suites / experiments / cases and --set overrides into case runs, or raises ConfigError.
+
+    Suites are checked whole (every key's type) and a plan that would run nothing is an error too."""
     problems: list[str] = []
     sets, set_problems = parse_sets(set_items)
     problems += set_problems
@@ -223,30 +335,25 @@ def plan(targets: list[str], set_items: list[str], registry: dict) -> Plan:
             problems.append(f"suite file {target}: not found (built-in suites: quick, full)")
             continue
         if (target.endswith(".toml") or ("." not in target and target not in registry)) and is_suite(target):
-            suite, where = load_suite_file(target)
-            description = suite.get("description", "")
-            for key in sorted(set(suite) - SUITE_KEYS):
-                problems.append(f"{where}: unknown key {key!r} (allowed: {', '.join(sorted(SUITE_KEYS))})")
-            defaults = dict(suite.get("defaults", {}))
-            for key in sorted(set(defaults) - DEFAULT_KEYS):
-                problems.append(f"{where}: unknown key defaults.{key} (allowed: {', '.join(sorted(DEFAULT_KEYS))})")
-            for i, entry in enumerate(suite.get("run", []), 1):
+            try:
+                suite, where = load_suite_file(target)
+            except ConfigError as e:
+                problems += e.problems
+                continue
+            description, defaults, entries = _check_suite(suite, where, problems)
+            for i, entry in enumerate(entries, 1):
                 ewhere = f"{where} [[run]] #{i}"
-                for key in sorted(set(entry) - ENTRY_KEYS):
-                    problems.append(f"{ewhere}: unknown key {key!r} (allowed: {', '.join(sorted(ENTRY_KEYS))})")
+                entry_sets = _check_entry(entry, ewhere, problems)
                 if "target" not in entry:
-                    problems.append(f"{ewhere}: missing 'target'")
                     continue
                 specs = _resolve(entry["target"], registry, problems, ewhere)
-                entry_sets = entry.get("set", {})
                 for axis in sorted(entry_sets):
                     if specs and not any(axis in s.axes for s in specs):
                         problems.append(f"{ewhere}: no case of {entry['target']!r} has axis {axis!r}")
-                entry_sets = {k: v if isinstance(v, list) else [v] for k, v in entry_sets.items()}
                 # CLI --set overrides the suite's values for the same axis
-                merged = {**entry_sets, **{k: v for k, v in sets.items()}}
+                merged = {**entry_sets, **sets}
                 for run in _entries_for(specs, merged, ewhere, problems):
-                    run.repeats, run.warmup, run.timeout = entry.get("repeats"), entry.get("warmup"), entry.get("timeout")
+                    run.repeats, run.warmup, run.timeout = (entry.get(k) for k in SETTINGS)
                     cases.append(run)
                 selected_specs += specs
         else:
@@ -263,6 +370,8 @@ def plan(targets: list[str], set_items: list[str], registry: dict) -> Plan:
     unique: dict[str, CaseRun] = {}
     for c in cases:
         unique.setdefault(c.identity, c)
+    if not unique and selected_specs and not problems:
+        problems.append(_nothing_runs(selected_specs))
     if problems:
         raise ConfigError(problems)
     return Plan(list(unique.values()), description, defaults)

@@ -162,3 +162,70 @@ def test_image_tree_generates_into_the_cache_by_parameters(tmp_path):
     assert a != b and a.parent == b.parent == tmp_path / "cache" / "images"
     assert len(scan_tree(a).files) == 6 and len(scan_tree(b).files) == 7
     assert os.path.commonpath([a, tmp_path / "cache"]) == str(tmp_path / "cache")
+
+
+def _bomb_header(path: Path, side: int = 60000) -> None:
+    """A small, well-formed JPEG whose frame header claims side x side pixels (a decompression bomb's header)."""
+    import io
+
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(buf, "JPEG")
+    data = bytearray(buf.getvalue())
+    sof = data.index(b"\xff\xc0")  # baseline frame header: marker, length (2), precision (1), height, width
+    data[sof + 5:sof + 9] = side.to_bytes(2, "big") * 2
+    path.write_bytes(bytes(data))
+
+
+def test_a_decompression_bomb_header_is_skipped_as_corrupt_with_its_name(tmp_path, caplog):
+    root = tmp_path / "d"
+    generate_tree(root, 6, 4, n_classes=2, seed=5, workers=1)
+    bomb = root / "001.anchor" / "001_9999.jpg"
+    _bomb_header(bomb)
+    with caplog.at_level("WARNING"):
+        info = scan_tree(root)
+    assert info.corrupt == [bomb] and len(info.files) == 6
+    assert str(bomb) in caplog.text and "decompression bomb" in caplog.text
+
+
+def test_a_decompression_bomb_in_data_does_not_abort_the_case(tmp_path):
+    from conftest import harness_cli
+
+    from harness import record
+
+    root = tmp_path / "d"
+    generate_tree(root, 6, 4, n_classes=2, seed=5, workers=1)
+    _bomb_header(root / "002.bicycle" / "002_9999.jpg")
+    p = harness_cli("run", "ingestion.small_files", "--data", str(root), "--set", "cold=first_read", "--repeats", "1",
+                    "--warmup", "0", "--no-mlflow", "--no-report", "--results", str(tmp_path / "r"), "--run-id", "b")
+    assert p.returncode == 0, p.stdout + p.stderr
+    # the skipped file is named: on the terminal, or in the run folder (where the worker process logs)
+    logged = p.stderr.encode() + b"".join(f.read_bytes() for f in (tmp_path / "r" / "b").rglob("*") if f.is_file())
+    assert b"002_9999.jpg" in logged and b"decompression bomb" in logged
+    (result,) = record.read(tmp_path / "r" / "b" / "results.jsonl")[0]
+    assert result.status == "ok" and result.extra["files"] == 6 and result.extra["corrupt_files"] == 1
+
+
+def test_a_symlink_loop_in_data_is_reported_as_such_before_anything_runs(tmp_path):
+    from conftest import harness_cli
+
+    root = tmp_path / "d"
+    generate_tree(root, 4, 4, n_classes=2, seed=5, workers=1)
+    link = root / "001.anchor" / "again"
+    link.symlink_to(root)  # points back at the folder it sits in
+    with pytest.raises(DataError, match="symlink loop"):
+        check_folder(root)
+    p = harness_cli("run", "ingestion.small_files", "--data", str(root), "--no-mlflow",
+                    "--results", str(tmp_path / "r"))
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert "symlink loop" in p.stderr and str(link) in p.stderr and "remove that link" in p.stderr
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_symlinked_class_folder_is_read_as_spark_reads_it(tmp_path):
+    outside = tmp_path / "outside"
+    generate_tree(outside, 4, 4, n_classes=1, seed=6, workers=1)
+    root = tmp_path / "d"
+    generate_tree(root, 4, 4, n_classes=2, seed=5, workers=1)
+    (root / "009.linked").symlink_to(next(outside.iterdir()))
+    info = scan_tree(root)  # Spark's listing follows the link, so the scan must count those files too
+    assert len(info.files) == 8 and "009.linked" in info.classes

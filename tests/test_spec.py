@@ -65,7 +65,7 @@ def test_suite_file_unknown_keys_and_axes_are_errors(tmp_path):
     with pytest.raises(ConfigError) as e:
         plan([str(suite)], [], _registry())
     text = "\n".join(e.value.problems)
-    assert "unknown key 'repeat'" in text and "defaults.warmups" in text
+    assert "unknown key 'repeat'" in text and "[defaults]: unknown key 'warmups'" in text
     assert "has axis 'colour'" in text and "unknown key 'repetas'" in text
 
 

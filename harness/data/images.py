@@ -242,8 +242,48 @@ def generation_figures(tree: Path) -> dict | None:
         return None
 
 
+def _walk(root: Path, top: Path | None = None, chain: dict | None = None):
+    """Yields (folder, [file names]) under root, sorted, hidden folders left out, following symlinked folders as
+    Spark's file listing does. A symlink leading back to a folder it sits in would make that listing endless:
+    it raises DataError naming the link."""
+    top = Path(root) if top is None else top
+    chain = {} if chain is None else chain  # (device, inode) -> path, for the folders from root down to top
+    try:
+        st = top.stat()
+        with os.scandir(top) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError as e:
+        raise DataError(f"--data {root}: cannot list {top} ({e.strerror or e}); make it readable, or move it "
+                        "out of the folder") from None
+    ident = (st.st_dev, st.st_ino)
+    if ident in chain:
+        link = f"{top} -> {os.readlink(top)}" if top.is_symlink() else str(top)
+        raise DataError(f"--data {root}: symlink loop: {link} leads back to {chain[ident]}, so its files would "
+                        "be listed over and over; remove that link")
+    chain[ident] = top
+    kinds = [(e.name, _is_folder(e)) for e in entries]
+    yield top, [name for name, folder in kinds if not folder]
+    for name, folder in kinds:
+        if folder and not _hidden(name):
+            yield from _walk(root, top / name, chain)
+    del chain[ident]
+
+
+def _is_folder(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()  # follows symlinks
+    except OSError:
+        return False
+
+
+def _unreadable(root: Path, path: Path, err: OSError) -> DataError:
+    return DataError(f"--data {root}: cannot read {path} ({err.strerror or err}); make it readable "
+                     f"(chmod a+r), or move it out of the folder")
+
+
 def check_folder(path: Path) -> None:
-    """Raises DataError unless path is a folder holding at least one JPEG file (any depth)."""
+    """Raises DataError unless path is a folder holding at least one JPEG file (any depth), every JPEG in it
+    readable and no symlink loop inside: what Spark would otherwise stumble on mid-case."""
     path = Path(path)
     fix = ("pass a folder of class folders holding .jpg files, e.g. --data /data/256_ObjectCategories "
            "(or leave --data out to use generated images)")
@@ -251,10 +291,19 @@ def check_folder(path: Path) -> None:
         raise DataError(f"--data {path}: no such folder; {fix}")
     if not path.is_dir():
         raise DataError(f"--data {path}: is a file, not a folder; {fix}")
-    for _dirpath, _dirs, names in os.walk(path):
-        if any(n.endswith(JPEG_SUFFIXES) for n in names):
-            return
-    raise DataError(f"--data {path}: holds no JPEG files ({'/'.join(JPEG_SUFFIXES)}); {fix}")
+    found = False
+    for here, names in _walk(path):
+        for name in names:
+            if name.endswith(JPEG_SUFFIXES) and not _hidden(name):
+                try:
+                    os.close(os.open(here / name, os.O_RDONLY))
+                except PermissionError as e:
+                    raise _unreadable(path, here / name, e) from None
+                except OSError:
+                    continue  # a dangling link: scan_tree leaves it out
+                found = True
+    if not found:
+        raise DataError(f"--data {path}: holds no JPEG files ({'/'.join(JPEG_SUFFIXES)}); {fix}")
 
 
 def image_tree(ctx, n_files: int, file_kb: int, n_classes: int = 10) -> Path:
@@ -276,7 +325,11 @@ def _hidden(name: str) -> bool:
 
 
 def _is_jpeg(path: Path, size: int) -> bool:
-    """Cheap structural check: a JPEG header Pillow can parse, and an end-of-image marker near the end."""
+    """Cheap structural check: a JPEG header Pillow can parse, and an end-of-image marker near the end.
+
+    A header claiming more pixels than Pillow will decode (a decompression bomb) counts as corrupt; a file
+    that cannot be opened at all raises PermissionError (the caller names it).
+    """
     from PIL import Image, UnidentifiedImageError
 
     if size < 4:
@@ -289,6 +342,11 @@ def _is_jpeg(path: Path, size: int) -> bool:
             return False
         with Image.open(path) as im:
             return im.format == "JPEG" and im.width > 0 and im.height > 0
+    except PermissionError:
+        raise
+    except Image.DecompressionBombError as e:
+        log.warning("%s: %s; skipped as corrupt", path, e)
+        return False
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
         return False
 
@@ -297,17 +355,19 @@ def scan_tree(root: Path) -> TreeInfo:
     """Lists an image folder the way the benchmark reads it; corrupt JPEGs are counted, warned about, skipped."""
     root = Path(root)
     info = TreeInfo(root=root)
-    for dirpath, dirs, names in os.walk(root):
-        dirs[:] = sorted(d for d in dirs if not _hidden(d))
-        here = Path(dirpath)
+    for here, names in _walk(root):
         rel = here.relative_to(root).parts
-        for name in sorted(names):
+        for name in names:
             path = here / name
             if _hidden(name) or not name.endswith(JPEG_SUFFIXES) or not path.is_file():
                 info.ignored += 1
                 continue
             size = path.stat().st_size
-            if not _is_jpeg(path, size):
+            try:
+                jpeg = _is_jpeg(path, size)
+            except PermissionError as e:
+                raise _unreadable(root, path, e) from None
+            if not jpeg:
                 info.corrupt.append(path)
             elif not rel:
                 info.unlabelled.append(path)

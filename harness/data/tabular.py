@@ -201,6 +201,13 @@ def prepare_tabular(spark, path: Path, task: str, seed: int, test_fraction: floa
     n = df.count()
     if n < 20:
         raise ValueError(f"{path}: only {n} complete rows; training needs at least 20")
+    if task == "co2" and not isinstance(df.schema["_label"].dataType, T.NumericType):
+        # one non-number makes Spark read the whole column as text; say which column and which value
+        bad = df.where(F.col("_label").cast("double").isNull()).select("_label").first()
+        if bad is not None:
+            raise ValueError(f"{path}: the label column {label!r} holds values that are not numbers (e.g. "
+                             f"{bad[0]!r}); task 'co2' regresses on a number: fix or remove those rows")
+        df = df.withColumn("_label", F.col("_label").cast("double"))
     strings = [f.name for f in df.schema.fields if isinstance(f.dataType, T.StringType) and f.name != "_label"]
     numerics = [f.name for f in df.schema.fields if isinstance(f.dataType, T.NumericType) and f.name != "_label"]
     distinct = df.agg(*[F.countDistinct(c).alias(c) for c in strings]).first() if strings else {}
