@@ -32,7 +32,7 @@ def test_no_tracked_file_refers_to_a_folder_beside_the_clone():
 def test_cited_design_document_exists():
     assert (ROOT / "docs" / "DESIGN.md").is_file()
     citing = [p for p in _tracked_files() if p.suffix in (".py", ".sh", ".txt", ".md", ".toml")
-              and p.is_file() and "DESIGN.md" in p.read_text(errors="replace")]
+              and p.is_file() and p.name != "test_repo.py" and "DESIGN.md" in p.read_text(errors="replace")]
     for path in citing:
         for line in path.read_text(errors="replace").splitlines():
             for m in re.finditer(r"[\w./-]*DESIGN\.md", line):

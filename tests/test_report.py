@@ -1,5 +1,6 @@
 """Reports built from recorded runs: real calibration runs and hand-made records of the other experiments' shapes
-(tests/fixtures/README.md says which is which), checked as data, as HTML, and in real headless Chromium."""
+(tests/fixtures/README.md says which is which), checked as data (the planned views), as HTML, as drawn figures,
+and in real headless Chromium."""
 from __future__ import annotations
 
 import base64
@@ -17,8 +18,11 @@ import pytest
 
 from conftest import harness_cli
 
-from harness.report import ReportError, build_report, load_run
-from harness.report import plots
+from harness import decide
+from harness.record import Result, read
+from harness.report import ReportError, build_report, draw, records, views
+from harness.stats import summarize
+from harness.storage import load_run
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 CAL_A, CAL_B, MIXED = FIXTURES / "calibration-a", FIXTURES / "calibration-b", FIXTURES / "synthetic-mixed"
@@ -82,6 +86,10 @@ def assert_self_contained(out: Path, page: _Page) -> None:
     assert page.scripts == 0
 
 
+def charts_of(*runs: Path) -> dict[str, views.Chart]:
+    return {c.title: c for sec in views.plan_views([load_run(r) for r in runs]) for c in sec.charts()}
+
+
 def test_real_calibration_run(tmp_path):
     out, page = build(tmp_path, CAL_A)
     assert out == tmp_path / "0-calibration-a" / "report.html"
@@ -93,10 +101,15 @@ def test_real_calibration_run(tmp_path):
                  f"pyspark {env['packages']['pyspark']}", "calibration-a"):
         assert fact in text, fact
     # the numbers behind the chart: each case's median is in the table
-    records = [json.loads(line) for line in (CAL_A / "results.jsonl").read_text().splitlines()]
-    for r in records:
-        assert plots.fmt(r["stats"]["median"]) in page.cells, r["case"]
-    assert "cases ok" in page.cells and str(len(records)) in page.cells
+    recs = [json.loads(line) for line in (CAL_A / "results.jsonl").read_text().splitlines()]
+    for r in recs:
+        assert records.fmt(r["stats"]["median"]) in page.cells, r["case"]
+    assert "cases ok" in page.cells and str(len(recs)) in page.cells
+    # these records predate `ci_level`: the coverage comes from n (7 repeats: min-max, 98.4%), never "95%"
+    assert "98.4% CI" in page.cells and not any("95% CI" in c for c in page.cells)
+    # the answers come first; a calibration run answers none of the questions and says what would
+    assert text.index("Answers") < text.index("Summary")
+    assert "not measured in this run: needs UDF styles (harness run udf)" in text
 
 
 def test_mixed_records_every_view(tmp_path):
@@ -104,14 +117,16 @@ def test_mixed_records_every_view(tmp_path):
     assert_self_contained(out, page)
     text = " ".join(page.text)
     titles = [img["alt"] for img in page.images]
-    # one comparison chart per experiment and metric, scaling per mode and device, a quality curve
-    assert any(t.startswith("ingestion: median wall_s") for t in titles)
-    assert any(t.startswith("udf: median wall_s") for t in titles)
-    # feeders are charted apart from trainings, against feed_limit
-    feed = next(c for sec in plots.plan([load_run(MIXED)]) for c in sec.charts()
-                if c.title.startswith("training (feed_*"))
-    assert "feed_limit (reference line)" in [row[0] for row in feed.table.rows]
-    assert any(t.startswith("training (feed_* cases): median rows_per_s") for t in titles)
+    # cases linked by their roles are charted together, apart from the rest of the experiment
+    assert "ingestion (small_files, compacted, pyarrow_limit): wall time per case, lower is better" in titles
+    assert "ingestion (compact): wall time per case, lower is better" in titles
+    assert "udf: wall time per case, lower is better" in titles
+    # feeders against feed_limit, their limit: a dashed line in the chart, "(limit)" in the table
+    feed = charts_of(MIXED)["training: rows/s per case, higher is better"]
+    assert [g.limit.label for g in feed.plot.groups] == ["feed_limit"]
+    assert "feed_limit" not in [p.label for g in feed.plot.groups for p in g.points]
+    limit_col = feed.table.columns.index("feed_limit leads by")
+    assert [row[limit_col] for row in feed.table.rows if row[0] == "feed_limit"] == ["(limit)"]
     assert "training: test r2 vs wall time (task=co2)" in titles
     scaling = [t for t in titles if "vs workers" in t]
     assert len(scaling) == 3 and any("strong" in t for t in scaling) and any("gpu" in t for t in scaling)
@@ -124,69 +139,136 @@ def test_mixed_records_every_view(tmp_path):
     assert "case ran past its 600 s timeout" in text
     assert "<script>alert('not escaped')</script>" in text  # shown as text...
     assert page.scripts == 0  # ...never as markup
+    # the four answers, at the top: n=5 intervals are labelled with their real coverage
+    assert "Yes, after" in text and "93.8% CI" in page.cells
 
 
-def _records(path: Path) -> list[dict]:
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            pass
-    return out
-
-
-def test_speedup_and_limit_figures(tmp_path):
-    from harness.record import read
-
+def test_tables_fold_speedup_and_limit(tmp_path):
+    """The speedup over each case's reference and its limit's lead are columns of the main table, computed from
+    the records their roles name; tables stay narrow enough not to scroll sideways."""
     results, problems = read(MIXED / "results.jsonl")
     assert len(problems) == 2
-    ok = plots.usable(results)
+    ok = records.usable(results)
     ing = [r for r in ok if r.experiment == "ingestion"]
-    [table] = plots.speedups("ingestion", ing)
     med = {(r.case, r.params["n_files"]): r.stats["median"] for r in ing}
-    rows = {(row[0], row[1]): row for row in table.rows}
+    [reads] = [c for c in views.comparison("ingestion", ing) if "compacted" in c.title]
+    cols = reads.table.columns
+    assert cols[:6] == ["case", "params", "n", "median (s)", "93.8% CI", "speedup vs small_files"]
+    assert cols[6] == "pyarrow_limit leads by"
+    rows = {(row[0], row[1]): row for row in reads.table.rows}
     for n in (2000, 5000):
-        compacted = next(v for k, v in rows.items() if k[0] == "compacted" and f"n_files={n}" in k[1])
-        # speedup over small_files with the same n_files, and share of the pyarrow limit
-        assert compacted[4] == f"{med[('small_files', n)] / med[('compacted', n)]:.2f}×"
-        assert compacted[5] == f"{med[('pyarrow_limit', n)] / med[('compacted', n)]:.3g}×"
-    for n in (2000, 5000):  # one finding per reference record: the best read per file count
-        gain = med[("small_files", n)] / med[("compacted", n)]
-        assert (f"ingestion (n_files={n}): best case is compacted, {gain:.2f}× small_files, better than it"
-                in " ".join(table.headlines))
+        compacted = rows[("compacted", f"n_files={n}")]
+        assert compacted[5] == records.times(med[("small_files", n)] / med[("compacted", n)])
+        assert compacted[6] == records.times(med[("compacted", n)] / med[("pyarrow_limit", n)])
+        assert rows[("small_files", f"n_files={n}")][5] == "1 (reference)"
+        assert rows[("pyarrow_limit", f"n_files={n}")][6] == "(limit)"
+    # params all rows share are said once, in the caption, not in every row
+    assert "file_kb=25" in reads.table.caption and not any("file_kb" in row[1] for row in reads.table.rows)
 
-    # udf: the limit (native) is a line, not a bar; the best style excludes it
-    [udf_table] = plots.speedups("udf", [r for r in ok if r.experiment == "udf"])
-    assert len(udf_table.headlines) == 2 and not any("is native" in h for h in udf_table.headlines)
-    [udf_chart] = plots.comparison("udf", [r for r in ok if r.experiment == "udf"])
-    assert [row[0] for row in udf_chart.table.rows].count("native (reference line)") == 2
+    udf = [r for r in ok if r.experiment == "udf"]
+    [chart] = views.comparison("udf", udf)
+    assert len(chart.table.columns) <= 10
+    assert [row[0] for row in chart.table.rows].count("native") == 2  # the limit, in the table once per workload
+    assert not any(c.startswith(("checksum", "speedup_vs_")) for c in chart.table.columns)
+    # a speedup whose interval overlaps its reference's is printed, and said to be not clear
+    roles = {"reference": "base"}
+    base = Result("t", "e", "base", {}, samples=[1.0, 1.1, 1.2], stats=summarize([1.0, 1.1, 1.2]))
+    near = Result("t", "e", "near", {}, samples=[0.95, 1.05, 1.15], stats=summarize([0.95, 1.05, 1.15]),
+                  extra={"roles": roles})
+    far = Result("t", "e", "far", {}, samples=[0.4, 0.5, 0.6], stats=summarize([0.4, 0.5, 0.6]),
+                 extra={"roles": roles})
+    table = views.case_table([base, near, far], [base, near, far], set())
+    col = table.columns.index("speedup vs base")
+    cells = {row[0]: row[col] for row in table.rows}
+    assert cells == {"base": "1 (reference)", "near": "1.05× (not clear)", "far": "2.2×"}
 
     # scaling: efficiency = throughput(N) / (N x throughput(1)) of the same launcher, device and mode
     sc = [r for r in ok if r.experiment == "scaling"]
     thr = {(r.case, r.params["mode"], r.params["device"], r.params["workers"]): r.stats["median"] for r in sc}
-    charts = {c.title: c for c in plots.scaling("scaling", sc)}
+    charts = {c.title: c for c in views.scaling("scaling", sc)}
     weak_cpu = charts["scaling: throughput and efficiency vs workers, weak scaling (fixed batch per worker), cpu"]
     row = next(r for r in weak_cpu.table.rows if r[0].startswith("horovod") and r[1] == "4")
     eff = thr[("horovod", "weak", "cpu", 4)] / (4 * thr[("horovod", "weak", "cpu", 1)])
     assert row[6] == f"{eff:.0%}" and row[7] == "true"  # 4 workers on 2 cores: oversubscribed, shown
 
 
-def test_several_runs_side_by_side(tmp_path):
+def test_labels_say_each_unit_once():
+    assert records.metric_label("wall_s", "s") == "wall time (s)"
+    assert records.metric_label("rows_per_s", "rows/s") == "rows/s"
+    assert records.metric_label("samples_per_s", "samples/s") == "samples/s"
+    assert records.metric_label("peak_rss_mb", "MB") == "peak rss mb (MB)"
+    for title, chart in charts_of(MIXED).items():
+        assert "wall_s (s)" not in title
+        if isinstance(chart.plot, views.DotsPlot):
+            assert chart.plot.axis_label.count("(s)") <= 1 and "wall_s" not in chart.plot.axis_label
+
+
+def test_several_runs_side_by_side_agree_with_compare(tmp_path):
     # the first run given has no calibration case: the ratio is taken against the first run that has it
     out, page = build(tmp_path, MIXED, CAL_A, CAL_B)
     assert out.parent.name == "0-synthetic-mixed"
     assert_self_contained(out, page)
-    a = {(r["case"], json.dumps(r["params"])): r["stats"]["median"] for r in _records(CAL_A / "results.jsonl")}
-    b = {(r["case"], json.dumps(r["params"])): r["stats"]["median"] for r in _records(CAL_B / "results.jsonl")}
-    assert a.keys() == b.keys()
-    for key in a:
-        ratio = f"{b[key] / a[key]:.3f}"
-        assert any(c.startswith(ratio + " (") for c in page.cells), (key, ratio)
+    a, b = load_run(CAL_A), load_run(CAL_B)
+    verdicts = {cv.identity: cv.verdict for cv in decide.compare(a.results, b.results).cases}
+    for ra in a.results:
+        rb = next(r for r in b.results if r.identity == ra.identity)
+        ratio = rb.stats["median"] / ra.stats["median"]
+        change = views.change_text(ratio, rb.better, rb.unit)
+        assert f"{ratio:.3f}× ({change}): {verdicts[ra.identity]}" in page.cells, ra.identity
     text = " ".join(page.text)
     assert "Runs side by side: calibration" in text
     assert "Runs side by side: udf" not in text  # in one run only: nothing to put side by side
-    assert "calibration-b / reference" in page.cells
+    assert "calibration-b vs reference: ratio, verdict" in page.cells
+    # and `harness compare` says the same for each case
+    p = harness_cli("compare", str(CAL_A), str(CAL_B), "--json")
+    assert {c["identity"]: c["verdict"] for c in json.loads(p.stdout)["cases"]} == verdicts
+
+
+def test_ratio_words():
+    assert views.change_text(1.832, "lower", "s") == "83% slower"  # not "45% worse"
+    assert views.change_text(0.55, "lower", "s") == "45% less time"
+    assert views.change_text(1.25, "higher", "rows/s") == "25% higher"
+    assert views.change_text(1.001, "lower", "s") == "same"
+
+
+def test_same_cases_keep_one_axis_scale():
+    """Charts of the same cases (parts, each run, runs side by side) share one axis scale, chosen from all of
+    them: a log axis for one and a linear one for the other would hide the comparison."""
+    def sleep(run_id: str, ms: float) -> Result:
+        xs = [ms / 1000 * f for f in (0.99, 1.0, 1.01)]
+        return Result(run_id, "calibration", "sleep", {"ms": int(ms)}, samples=xs, stats=summarize(xs))
+
+    class Run:
+        def __init__(self, label, results):
+            self.label, self.results = label, results
+
+    narrow = Run("narrow", [sleep("narrow", 10), sleep("narrow", 20)])
+    wide = Run("wide", [sleep("wide", 10), sleep("wide", 1000)])  # a 100x range: log for every chart of them
+    sections = views.plan_views([narrow, wide])
+    plots = [c.plot for s in sections for c in s.charts()]
+    assert len(plots) == 3 and all(isinstance(p, views.DotsPlot) and p.log for p in plots)
+    # the scale is looked up by family, whose key does not depend on the order records come in
+    ing = [r for r in read(MIXED / "results.jsonl")[0] if r.experiment == "ingestion"]
+    assert [k for k, _ in views.families(ing)] == ["compacted", ""]
+    assert sorted(k for k, _ in views.families(ing[::-1])) == ["", "compacted"]
+
+
+def test_legends_never_cover_the_data(tmp_path):
+    """Drawn for real: every legend lies outside every axes of its figure."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    from matplotlib.figure import Figure
+
+    for chart in charts_of(MIXED, CAL_A).values():
+        fig = Figure(figsize=(draw.WIDTH_IN, chart.height_in), dpi=draw.DPI, layout="constrained")
+        {views.DotsPlot: draw.draw_dots, views.ScalingPlot: draw.draw_scaling,
+         views.CurvesPlot: draw.draw_curves}[type(chart.plot)](fig, chart.plot)
+        fig.canvas.draw()
+        for legend in fig.legends + [ax.get_legend() for ax in fig.axes if ax.get_legend()]:
+            box = legend.get_window_extent()
+            for ax in fig.axes:
+                assert not box.overlaps(ax.get_window_extent()), chart.title
 
 
 def test_missing_env_json_still_builds(tmp_path):
@@ -201,12 +283,11 @@ def test_missing_env_json_still_builds(tmp_path):
 
 
 def test_odd_records_and_many_bars(tmp_path):
-    """Records a careless experiment could write never break the page; too many bars split over charts."""
-    from harness.record import Result, append
-    from harness.stats import summarize
+    """Records a careless experiment could write never break the page; too many rows split over charts."""
+    from harness.record import append
 
     run = tmp_path / "odd"
-    for ms in range(1, 41):  # 40 bars: more than one chart holds
+    for ms in range(1, 41):  # 40 rows: more than one chart holds
         xs = [ms / 1000, ms / 1000 * 1.01]
         append(run / "results.jsonl", Result("odd", "calibration", "sleep", {"ms": ms}, samples=xs,
                                              stats=summarize(xs), extra={"nested": {"a": 1}, "flag": True}))
@@ -214,48 +295,52 @@ def test_odd_records_and_many_bars(tmp_path):
            Result("odd", "x", "nan", {"b": False}, samples=[1.0], stats={"n": 1, "median": float("nan")}),
            Result("odd", "x", "thr", {"workers": 2}, metric="items_per_s", unit="1/s", better="higher",
                   samples=[5.0], stats=summarize([5.0]), extra={"series": [[0, 1], [1, "x"]]}),
-           Result("odd", "x", "skipped", {}, status="skipped")]
+           Result("odd", "x", "skipped", {}, status="skipped"),
+           Result("odd", "x", "roles", {}, samples=[1.0], stats=summarize([1.0]), extra={"roles": "not a dict"})]
     for r in odd:
         append(run / "results.jsonl", r)
     out = build_report([run], None, quiet=True)
     page = _Page(out.read_text())
     assert_self_contained(out, page)
     titles = [img["alt"] for img in page.images]
-    assert "calibration: median wall_s per case, lower is better (part 1 of 2)" in titles
-    assert "calibration: median wall_s per case, lower is better (part 2 of 2)" in titles
+    assert "calibration: wall time per case, lower is better (part 1 of 2)" in titles
+    assert "calibration: wall time per case, lower is better (part 2 of 2)" in titles
     # a lone 2-worker point without its 1-worker figure: charted, with no speedup claimed
-    scaling = next(c for sec in plots.plan([load_run(run)]) for c in sec.charts() if "vs workers" in c.title)
+    scaling = next(c for title, c in charts_of(run).items() if "vs workers" in title)
     assert scaling.table.rows[0][5:7] == ["—", "—"]
 
 
 def test_chart_that_cannot_be_drawn_keeps_its_table(tmp_path, monkeypatch, capsys):
-    def broken(*args):
-        def draw(fig):
-            raise ValueError("no room for the bars")
-        return draw
+    def broken(fig, plot):
+        raise ValueError("no room for the bars")
 
-    monkeypatch.setattr(plots, "_draw_bars", broken)
+    monkeypatch.setattr(draw, "draw_dots", broken)
     out, page = build(tmp_path, CAL_A)
     text = " ".join(page.text)
     assert "could not be drawn (ValueError: no room for the bars)" in text and page.images == []
     assert "could not be drawn" in capsys.readouterr().err
-    assert plots.fmt(_records(CAL_A / "results.jsonl")[0]["stats"]["median"]) in page.cells
+    assert records.fmt(_records(CAL_A / "results.jsonl")[0]["stats"]["median"]) in page.cells
 
 
-def test_long_builds_show_progress(tmp_path, monkeypatch, capsys):
-    """A build whose charts take seconds each prints where it is (a stepped clock stands in for slow charts)."""
-    import harness.report as report
+def _records(path: Path) -> list[dict]:
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            pass
+    return out
 
-    ticks = iter(range(0, 10_000, 3))
-    monkeypatch.setattr(report.time, "monotonic", lambda: float(next(ticks)))
+
+def test_builds_show_progress(tmp_path, capsys):
+    """Drawing says which chart it is at (the run's progress line; one line per chart in a log) and the total."""
     build_report([copy_run(MIXED, tmp_path / "mixed")], None)
     err = capsys.readouterr().err
-    assert re.search(r"report: chart \d+/\d+ \(.+\), \d+ s", err)
-    assert re.search(r"report: \d+ chart\(s\) drawn in \d+ s", err)
-    # a one-chart build stays quiet: nothing to report before its only chart starts
-    monkeypatch.undo()
-    build_report([copy_run(CAL_A, tmp_path / "cal")], None)
-    assert "chart" not in capsys.readouterr().err
+    n = len(charts_of(MIXED))
+    assert re.search(rf"\[1/{n}\] chart: ingestion", err)
+    assert re.search(rf"report: {n} chart\(s\) drawn in \d+ s", err)
+    build_report([copy_run(CAL_A, tmp_path / "cal")], None, quiet=True)
+    assert capsys.readouterr().err == ""
 
 
 def test_unusable_input_names_path_and_fix(tmp_path):
@@ -298,6 +383,11 @@ def test_cli_report_and_run(tmp_path):
     assert {"report.html", "plots"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
     pngs = [a.path for a in client.list_artifacts(parent.info.run_id, "plots")]
     assert pngs == [f"plots/{p.name}" for p in sorted((results / "r1" / "plots").glob("*.png"))]
+    # `harness report` with no folder takes the newest run under --results
+    (results / "r1" / "report.html").unlink()
+    p = harness_cli("report", "--results", str(results))
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == f"report: {report}" and report.is_file()
 
 
 def test_rebuild_replaces_old_plots(tmp_path):
@@ -311,6 +401,98 @@ def test_rebuild_replaces_old_plots(tmp_path):
     after = {p.name for p in (run / "plots").glob("*.png")}
     assert "keep-me.png" in after and len(after) < len(before) + 1
     assert not any("workers" in name for name in after)
+
+
+def test_cli_show_and_export(tmp_path):
+    """`harness show` fits 80 columns; `harness export` writes one row per record as CSV or Parquet; both take
+    the newest run under --results when none is named; bad input is one line and exit 2."""
+    import csv
+
+    import pyarrow.parquet as pq
+
+    results = tmp_path / "results"
+    mixed = copy_run(MIXED, results / "mixed")
+    copy_run(CAL_A, results / "older")
+    os.utime(results / "older" / "results.jsonl", (1, 1))  # mixed is the newest
+    n = len(load_run(mixed).results)
+
+    p = harness_cli("show", "--results", str(results), env={"COLUMNS": "200"})
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0].startswith("run synthetic-mixed:") and max(len(x) for x in lines) <= 80
+    assert "case" in lines[3] and "93.8% CI" in lines[3] and "speedup" in lines[3]
+    row = next(x for x in lines if x.startswith("compacted n_files=2000"))
+    assert "3.49×" in row and row.rstrip().endswith("ok")
+    assert any(x.startswith("mllib model=linear") and "r2 0.991" in x for x in lines)
+
+    p = harness_cli("export", str(mixed))
+    assert p.returncode == 0, p.stderr
+    with open(mixed / "results.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == n and p.stdout.startswith(f"export: {mixed / 'results.csv'} ({n} rows")
+    compacted = next(r for r in table if r["case"] == "compacted" and r["param.n_files"] == "2000")
+    assert compacted["extra.roles.reference"] == "small_files" and float(compacted["stats.ci_level"]) == 0.9375
+    out = tmp_path / "x" / "all.parquet"
+    p = harness_cli("export", "--results", str(results), "--format", "parquet", "--out", str(out))
+    assert p.returncode == 0, p.stderr
+    t = pq.read_table(out)
+    assert t.num_rows == n and {"param.workers", "extra.mb_per_s", "stats.median"} <= set(t.column_names)
+
+    (tmp_path / "file").write_text("")
+    (tmp_path / "empty-run").mkdir()
+    (tmp_path / "empty-run" / "results.jsonl").write_text("")
+    bad = [(["show", str(tmp_path / "missing")], "no such run folder"),
+           (["show", str(tmp_path / "empty-run")], "holds no readable records"),
+           (["show", "--results", str(tmp_path / "nothing")], "no such results folder"),
+           (["export", str(mixed), "--format", "xlsx"], "--format xlsx: unknown format"),
+           (["export", str(mixed), "--out", str(tmp_path / "file" / "r.csv")], "cannot write there"),
+           (["show", "--results", str(tmp_path / "file")], "file: not a folder"),
+           (["report", "--results", str(tmp_path / "empty-run")], "empty-run holds no run folder")]
+    for args, message in bad:
+        p = harness_cli(*args)
+        assert p.returncode == 2 and message in p.stderr and len(p.stderr.strip().splitlines()) == 1, (args, p)
+        assert "Traceback" not in p.stderr
+
+
+def test_progress_fits_the_terminal():
+    """The redrawn progress line is cut to the terminal's width, so an 80-column terminal never wraps it."""
+    import pty
+
+    from harness.progress import Progress
+
+    main, side = pty.openpty()
+    os.environ["COLUMNS"], old = "80", os.environ.get("COLUMNS")
+    try:
+        with os.fdopen(side, "w") as stream:
+            p = Progress(3, stream=stream)
+            p.start_case(1, "udf.pandas_udf_iter " + "workload=plus_one " * 10)
+            p.message("a message")
+        written = os.read(main, 10_000).decode()
+    finally:
+        os.close(main)
+        if old is None:
+            del os.environ["COLUMNS"]
+        else:
+            os.environ["COLUMNS"] = old
+    lines = [x for x in written.replace("\r\n", "\n").split("\r") if x.strip()]
+    assert lines and all(len(x.rstrip("\n")) < 80 for x in lines), lines
+
+
+def test_roles_are_declared_once_for_registered_cases():
+    """Every reference or limit a case declares names a registered case of its experiment; the report reads
+    roles from the records, and falls back to the registry for records written before roles were stored."""
+    from harness.registry import load_all
+
+    reg = load_all()
+    for exp in reg.values():
+        for case in exp.cases.values():
+            for role, other in case.roles.items():
+                assert other in exp.cases, f"{case.target}: {role} {other!r} is not a case of {exp.id}"
+    assert reg["ingestion"].cases["compacted"].roles == {"reference": "small_files", "limit": "pyarrow_limit"}
+    old = Result("old", "udf", "pandas_udf", {}, samples=[1.0], stats=summarize([1.0]))
+    assert records.roles(old) == reg["udf"].cases["pandas_udf"].roles
+    stored = Result("new", "udf", "pandas_udf", {}, extra={"roles": {"reference": "arrow_udf"}})
+    assert records.roles(stored) == {"reference": "arrow_udf"}
 
 
 # ---------------------------------------------------------------------------------- real headless Chromium
@@ -415,6 +597,13 @@ def open_page(url: str, profile: Path, screenshot: Path | None = None) -> dict:
         images = browser.call("Runtime.evaluate", {"returnByValue": True, "expression": """
             Array.from(document.images).map(i => ({alt: i.alt, complete: i.complete, w: i.naturalWidth,
                 h: i.naturalHeight, shown: i.getBoundingClientRect().width}))"""}, session=session)["result"]["value"]
+        layout = browser.call("Runtime.evaluate", {"returnByValue": True, "expression": """
+            (() => { const box = s => document.querySelector(s).getBoundingClientRect();
+              return {answers_top: box('table.answers').top, summary_top: box('#summary').top,
+                answers_text: document.querySelector('table.answers').innerText,
+                overflowing: Array.from(document.querySelectorAll('.scroll'))
+                  .filter(d => d.scrollWidth > d.clientWidth + 1).map(d => d.innerText.slice(0, 80))}; })()"""},
+            session=session)["result"]["value"]
         if screenshot:
             shot = browser.call("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True},
                                 session=session, timeout=60)
@@ -430,7 +619,7 @@ def open_page(url: str, profile: Path, screenshot: Path | None = None) -> dict:
                 errors.append(str(p.get("args")))
             elif m.get("method") == "Network.loadingFailed":
                 errors.append(f"load failed: {p.get('errorText')}")
-        return {"errors": errors, "images": images}
+        return {"errors": errors, "images": images, "layout": layout}
     finally:
         browser.close()
 
@@ -447,3 +636,8 @@ def test_page_in_headless_chromium(tmp_path):
     for img in seen["images"]:
         assert img["complete"] and img["w"] > 300 and img["h"] > 100 and img["shown"] > 0, img
     assert shot.read_bytes().startswith(PNG_MAGIC)
+    # the answers come first, with interval-aware verdicts; no table needs a sideways scroll at 1280 px
+    layout = seen["layout"]
+    assert layout["answers_top"] < layout["summary_top"]
+    assert "Yes, after" in layout["answers_text"] and "no clear difference between" in layout["answers_text"]
+    assert layout["overflowing"] == []

@@ -11,8 +11,9 @@ from datetime import datetime
 from typing import Any
 
 from ..record import STATUSES
-from . import plots
-from .plots import Chart, Section, Table, fmt
+from .answers import Answer
+from .records import fmt, params_text
+from .views import Chart, Section, Table
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0 auto;max-width:1180px;
@@ -28,6 +29,9 @@ border:1px solid #eee}figcaption{font-size:12.5px;color:#444;margin:4px 0}
 .st-ok{color:#18794e}.st-error,.st-timeout{color:#c0392b;font-weight:600}.st-unavailable,.st-skipped{color:#8a6d00}
 pre{white-space:pre-wrap;font-size:11.5px;background:#f7f7f7;padding:6px;max-height:320px;overflow:auto}
 nav ul{columns:2;margin:4px 0}code{font-size:12.5px}
+table.answers{font-size:13.5px;width:100%}table.answers th{width:22%;background:#f4f7fb}
+table.answers ul{margin:3px 0 0 0;padding-left:18px;font-size:12px;color:#444}
+table.answers tr.unmeasured td,table.answers tr.unmeasured th{color:#888;background:#fafafa}
 """
 
 PACKAGES = ("pyspark", "pyarrow", "numpy", "pandas", "petastorm", "torch", "tensorflow-cpu", "tensorflow",
@@ -38,7 +42,7 @@ def e(v: Any) -> str:
     return html.escape(str(v), quote=True)
 
 
-NUMBER = re.compile(r"[-+]?\d[\d.]*(e[-+]?\d+)?[×%]?( – [-+]?\d[\d.]*(e[-+]?\d+)?)?")
+NUMBER = re.compile(r"[-+]?\d[\d.,]*(e[-+]?\d+)?[×%]?( – [-+]?\d[\d.,]*(e[-+]?\d+)?)?")
 
 
 def _num(cell: str) -> bool:
@@ -138,39 +142,47 @@ def summary(runs) -> str:
             more = f"<details><summary>full message</summary><pre>{e(msg)}</pre></details>" if "\n" in msg else ""
             where = f"{e(run.label)}: " if len(runs) > 1 else ""
             items.append(f"<tr><td class='st-{e(r.status)}'>{e(r.status)}</td><td>{where}{e(r.name)}</td>"
-                         f"<td>{e(plots.params_text(r.params))}</td><td>{e((r.error or {}).get('type', ''))}</td>"
+                         f"<td>{e(params_text(r.params))}</td><td>{e((r.error or {}).get('type', ''))}</td>"
                          f"<td>{e(first)}{more}</td></tr>")
         parts.append('<div class="scroll"><table><thead><tr><th>status</th><th>case</th><th>params</th>'
                      f'<th>type</th><th>reason</th></tr></thead><tbody>{"".join(items)}</tbody></table></div>')
     return "".join(parts)
 
 
-def glance(sections: list[Section]) -> str:
-    """The views' headline findings (best speedup, efficiency at most workers, quality reached) in one list."""
-    lines = [h for s in sections for item in s.items if isinstance(item, (Chart, Table)) for h in item.headlines]
-    if not lines:
-        return ""
-    return ("<h2 id='glance'>At a glance</h2><ul>" + "".join(f"<li>{e(x)}</li>" for x in lines[:40])
-            + "</ul>")
+def answers_section(answered: list[tuple[str, list[Answer]]]) -> str:
+    """The questions the harness exists for, one row each: the verdict in bold, its evidence below it."""
+    parts = ["<h2 id='answers'>Answers</h2><p class='muted'>A winner is named only when its confidence interval "
+             "is clear of the runner-up's; where they overlap the answer says there is no clear difference.</p>"]
+    for run_label, answers in answered:
+        if len(answered) > 1:
+            parts.append(f"<h3>{e(run_label)}</h3>")
+        rows = []
+        for a in answers:
+            ev = "<ul>" + "".join(f"<li>{e(x)}</li>" for x in a.evidence) + "</ul>" if a.evidence else ""
+            cls = "" if a.measured else " class='unmeasured'"
+            rows.append(f"<tr{cls}><th>{e(a.question)}</th><td><b>{e(a.verdict)}</b>{ev}</td></tr>")
+        parts.append(f"<table class='answers'><tbody>{''.join(rows)}</tbody></table>")
+    return "".join(parts)
 
 
-def page(runs, sections: list[Section]) -> str:
+def page(runs, sections: list[Section], answered: list[tuple[str, list[Answer]]]) -> str:
     title = (f"Benchmark report: run {runs[0].label}" if len(runs) == 1
              else f"Benchmark report: {len(runs)} runs ({', '.join(r.label for r in runs)})")
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>"
              f"<meta name='viewport' content='width=device-width,initial-scale=1'><style>{CSS}</style></head><body>",
              f"<h1>{e(title)}</h1><p class='muted'>Made by <code>harness report</code>. Times are medians of the "
-             "measured repeats (warm-ups kept apart); whiskers are 95% confidence intervals of the median. "
-             "Every chart's numbers are in the table below it.</p>"]
+             "measured repeats (warm-ups kept apart); whiskers are distribution-free confidence intervals of the "
+             "median, labelled with their real coverage (it depends on the number of repeats). Every chart's "
+             "numbers are in the table below it.</p>"]
     problems = [p for r in runs for p in r.problems]
     if problems:
         parts.append("<div class='box bad'><b>Input problems</b> (the rest of the report was still built):<ul>"
                      + "".join(f"<li>{e(p)}</li>" for p in problems) + "</ul></div>")
-    toc = ["<li><a href='#summary'>Summary</a></li>"]
+    toc = ["<li><a href='#answers'>Answers</a></li>", "<li><a href='#summary'>Summary</a></li>"]
     toc += [f"<li><a href='#{e(s.anchor)}'>{e(s.title)}</a></li>" for s in sections]
     parts.append("<nav><ul>" + "".join(toc) + "</ul></nav>")
+    parts.append(answers_section(answered))
     parts.append(summary(runs))
-    parts.append(glance(sections))
     for s in sections:
         parts.append(f"<h2 id='{e(s.anchor)}'>{e(s.title)}</h2>")
         if s.intro:
