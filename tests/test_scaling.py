@@ -196,11 +196,18 @@ def standalone_cluster(tmp_path):
 
 @pytest.mark.slow
 def test_horovod_spark_on_standalone_cluster(standalone_cluster, tmp_path):
-    done = harness_cli("run", "scaling.horovod_spark", "--master", standalone_cluster, "--set", "workers=1,2",
-                       "--set", "model=mlp", "--set", "batch_size=16", "--set", "batches=2", "--repeats", "2",
-                       "--warmup", "1", "--no-mlflow", "--no-report", "--results", str(tmp_path / "results"),
-                       "--run-id", "cluster", timeout=600)
+    from test_security import ListenerWatch
+
+    daemons = [int(f.read_text()) for f in (tmp_path / "cluster").glob("*.pid")]  # master, workers: executors
+    with ListenerWatch(*daemons) as watch:
+        done = harness_cli("run", "scaling.horovod_spark", "--master", standalone_cluster, "--set", "workers=1,2",
+                           "--set", "model=mlp", "--set", "batch_size=16", "--set", "batches=2", "--repeats", "2",
+                           "--warmup", "1", "--no-mlflow", "--no-report", "--results", str(tmp_path / "results"),
+                           "--run-id", "cluster", timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    # the task services run in the cluster's executors' Python workers: on 127.0.0.1 there too
+    assert [x for x in watch.seen if not x.loopback_only] == []
+    assert {x.pid for x in watch.new} - {os.getpid(), *daemons}
     records = [json.loads(line) for line in (tmp_path / "results" / "cluster" / "results.jsonl").open()]
     assert [r["status"] for r in records] == ["ok", "ok"]
     two = next(r for r in records if r["params"]["workers"] == 2)

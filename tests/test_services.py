@@ -10,6 +10,7 @@ import pytest
 from conftest import ROOT, free_port, harness_cli
 
 from harness import record
+from harness.distributed import loopback
 
 pytestmark = pytest.mark.slow
 
@@ -55,9 +56,10 @@ def test_horovodrun_gloo_allreduce_two_ranks(tmp_path):
     assert horovodrun.exists(), "horovod is part of the built environment (scripts/build-horovod.sh)"
     script = tmp_path / "allreduce.py"
     script.write_text(ALLREDUCE)
-    p = subprocess.run([str(horovodrun), "-np", "2", "--gloo", "--network-interface", "lo",
-                        sys.executable, str(script)], capture_output=True, text=True, timeout=180,
-                       env={**os.environ, "HOROVOD_GLOO_IFACE": "lo"})
+    cmd = [str(horovodrun), "-np", "2", "--gloo", "--network-interface", "lo", sys.executable, str(script)]
+    with loopback.namespace("horovodrun") as (ns, _):  # its rendezvous server binds every interface
+        p = subprocess.run(ns.wrap(cmd) if ns else cmd, capture_output=True, text=True, timeout=180,
+                           env={**os.environ, "HOROVOD_GLOO_IFACE": "lo"})
     assert p.returncode == 0, p.stdout + p.stderr
     lines = sorted(line.split("]<stdout>:")[-1].strip() for line in p.stdout.splitlines() if "sum" in line)
     assert lines == ["rank 0 of 2: sum 3.0", "rank 1 of 2: sum 3.0"], p.stdout

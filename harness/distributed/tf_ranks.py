@@ -3,7 +3,9 @@
 
 `launch(cfg, workers, out_dir)` runs in a child process of the harness (harness.isolation.run_function): it
 starts one worker process per rank with its TF_CONFIG (127.0.0.1 ports), waits for all, and returns every rank's
-figures. A timeout kills the launcher's process group, so every worker goes with it.
+figures. TensorFlow's gRPC servers bind every interface whatever the cluster spec says, so the workers share a
+private loopback-only network namespace (harness.distributed.loopback) where the machine allows one. A timeout
+kills the launcher's process group, so every worker goes with it.
 
 Timed (per worker): `warmup` + `repeats` iterations of `batches` steps (forward, loss, gradients, the strategy's
 cross-worker all-reduce, optimizer update). Then, apart: an all-reduce of a gradient-sized buffer through the
@@ -21,6 +23,7 @@ import time
 from pathlib import Path
 
 from .. import isolation
+from . import loopback
 
 
 def _free_ports(n: int) -> list[int]:
@@ -37,8 +40,14 @@ def _free_ports(n: int) -> list[int]:
 
 
 def launch(cfg: dict, workers: int, out_dir: str, timeout_s: float) -> dict:
-    """Starts `workers` TF processes and returns {"ranks": [...]} (run inside harness.isolation)."""
-    out = Path(out_dir)
+    """Starts `workers` TF processes; returns {"ranks": [...], "launch_info": {...}} (run in harness.isolation)."""
+    with loopback.namespace("TensorFlow's gRPC servers") as (ns, network):
+        ranks = _run_workers(cfg, workers, Path(out_dir), timeout_s, ns.wrap if ns else list)
+    return {**ranks, "launch_info": network}
+
+
+def _run_workers(cfg: dict, workers: int, out: Path, timeout_s: float, wrap) -> dict:
+    """Runs the workers (each command through `wrap`) to the end; returns {"ranks": [...]}."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").write_text(json.dumps(cfg))
     hosts = [f"127.0.0.1:{p}" for p in _free_ports(workers)]
@@ -50,8 +59,8 @@ def launch(cfg: dict, workers: int, out_dir: str, timeout_s: float) -> dict:
         if cfg["device"] == "cpu":
             env["CUDA_VISIBLE_DEVICES"] = ""
         log = open(out / f"worker{i}.log", "w")
-        procs.append((subprocess.Popen([sys.executable, "-m", "harness.distributed.tf_ranks",
-                                        str(out / "config.json"), str(out / f"rank{i}.json")],
+        procs.append((subprocess.Popen(wrap([sys.executable, "-m", "harness.distributed.tf_ranks",
+                                             str(out / "config.json"), str(out / f"rank{i}.json")]),
                                        stdout=log, stderr=subprocess.STDOUT, env=env), log))
     deadline = time.monotonic() + timeout_s
     failed = None
@@ -110,7 +119,7 @@ def worker(cfg: dict) -> dict:
             from_logits=True, reduction="none")
 
     def dataset_fn(ctx: tf.distribute.InputContext):
-        if cfg["data"] == "parquet":
+        if cfg["data"] != "synthetic":
             from .data import tf_dataset
 
             return tf_dataset(cfg, ctx.input_pipeline_id, ctx.num_input_pipelines)

@@ -29,10 +29,10 @@ def _batches(cfg: dict, rank: int, size: int, device):
     import numpy as np
     import torch
 
-    if cfg["data"] == "parquet":
-        from .data import parquet_batches
+    if cfg["data"] != "synthetic":
+        from .data import batches
 
-        for x, y in parquet_batches(cfg, rank, size):
+        for x, y in batches(cfg, rank, size):
             yield torch.from_numpy(x).to(device), torch.from_numpy(y).to(device)
         return
     # Horovod's synthetic benchmark reuses one batch: pure compute + communication, no input pipeline

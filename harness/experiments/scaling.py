@@ -6,13 +6,19 @@ local_mode true/false, DDP with Gloo on CPU / NCCL on GPU), `tf_multiworker` (Mu
 TF_CONFIG on 127.0.0.1, custom loop) and `horovod_tf` (always unavailable: Horovod's TF binding and Keras 3).
 
 Timed, inside every rank with harness.timing: `warmup` + `repeats` iterations of `batches` training steps each
-(synthetic tensors reused, as in Horovod's synthetic benchmark, or `data=parquet` batches from the Arrow feeder,
-sharded by rank). A sample is one iteration's total throughput: the SUM over ranks of each rank's measured
-samples/s, never rank 0's rate times N. Then, apart, an allreduce of a gradient-sized buffer is timed alone:
-`comm_share` = its time / one step's time (an upper bound: it ignores overlap with the backward pass).
+(synthetic tensors reused, as in Horovod's synthetic benchmark, or `data=parquet` / `data=ipc` batches from the
+Arrow / IPC feeder, sharded by rank). A sample is one iteration's total throughput: the SUM over ranks of each
+rank's measured samples/s, never rank 0's rate times N. Then, apart, an allreduce of a gradient-sized buffer is
+timed alone: `comm_share` = its time / one step's time (an upper bound: it ignores overlap with the backward pass).
 Not timed: process start-up, imports, model build, rendezvous, data preparation (Parquet is written by Spark in
 the builder and cached); the launcher's cost is reported apart as `launcher_overhead_s` = the launch call's wall
 time minus the longest rank's time inside the training function.
+
+Network: nothing a launcher starts may listen beyond loopback, and none of these libraries can be told so
+(harness.distributed.loopback). horovodrun, torchrun and the TF workers run in a private loopback-only network
+namespace; Python servers in the harness and in Spark's workers (horovod.spark's services, TorchDistributor's
+log server) bind 127.0.0.1. Each record's `network` says which; where the machine can't make a namespace,
+`listens_beyond_loopback` says what is exposed (and a warning is printed).
 """
 from __future__ import annotations
 
@@ -32,6 +38,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import isolation, timing
+from ..distributed import loopback
 from ..registry import experiment
 from ..spec import Axis
 from ..workload import CheckFailed, Measurement, SelfTimed, Unavailable
@@ -54,7 +61,7 @@ AXES: dict[str, Any] = {
     "model": Axis("model", ("resnet",), str, choices=("mlp", "cnn", "resnet")),
     "batch_size": [32],  # per worker in weak mode; the global batch in strong mode
     "mode": Axis("mode", ("weak",), str, choices=("weak", "strong")),
-    "data": Axis("data", ("synthetic",), str, choices=("synthetic", "parquet")),
+    "data": Axis("data", ("synthetic",), str, choices=("synthetic", "parquet", "ipc")),
     "batches": [10],  # training steps per timed iteration
 }
 
@@ -121,16 +128,17 @@ def _plan(ctx, launcher: str, p: dict, framework: str) -> dict:
     if batch < 1:
         raise Unavailable(f"mode=strong: global batch {p['batch_size']} is smaller than {n} workers")
     threads = max(1, cores // n)  # the same rule for every launcher, so thread counts match across rows
-    info.update(rank_env=dict(RANK_ENV), workers=n, oversubscribed=p["device"] == "cpu" and n > cores, threads_per_worker=threads,
-                batch_per_worker=batch, global_batch=batch * n, model=p["model"])
+    info.update(rank_env=dict(RANK_ENV), workers=n, oversubscribed=p["device"] == "cpu" and n > cores,
+                threads_per_worker=threads, batch_per_worker=batch, global_batch=batch * n, model=p["model"])
     cfg = {"model": p["model"], "device": p["device"], "batch": batch, "batches": p["batches"],
            "threads": threads, "seed": ctx.seed, "input_shape": list(INPUT_SHAPE), "classes": CLASSES,
            "lr": LR, "comm_repeats": COMM_REPEATS, "data": p["data"], "rank_env": dict(RANK_ENV)}
-    if p["data"] == "parquet":
+    if p["data"] != "synthetic":
         from ..distributed.data import prepare
 
-        cfg["parquet"] = str(prepare(ctx.spark, ctx.cache_dir, INPUT_SHAPE, CLASSES, PARQUET_ROWS, ctx.seed))
-        info["parquet_rows"] = PARQUET_ROWS
+        cfg["data_path"] = str(prepare(ctx.spark, ctx.cache_dir, INPUT_SHAPE, CLASSES, PARQUET_ROWS, ctx.seed,
+                                       fmt=p["data"]))
+        info[f"{p['data']}_rows"] = PARQUET_ROWS
     return {"n": n, "cfg": cfg, "info": info}
 
 
@@ -225,6 +233,8 @@ def _self_timed(ctx, case: str, params: dict, plan: dict, launch: Callable[[dict
         extra.update(plan["info"])
         extra.update(launch_wall_s=wall, launcher_overhead_s=max(0.0, wall - fn_s), rank_fn_s=fn_s,
                      **out.get("launch_info", {}))
+        if "listens_beyond_loopback" in extra:
+            print(f"harness: warning: scaling.{case}: {extra['listens_beyond_loopback']}", file=sys.stderr)
         extra.update(_speedup(ctx, case, params, n, extra["samples_per_s"]))
         return Measurement(samples=samples, warmup=warm, extra=extra)
 
@@ -331,13 +341,14 @@ def horovod(ctx, **p) -> SelfTimed:
         cmd = [str(horovodrun), "-np", str(n), "-H", f"localhost:{n}", "--gloo", "--network-interface", "lo",
                sys.executable, "-m", "harness.distributed.torch_ranks", str(work / "config.json"), str(out)]
         env = {**RANK_ENV, "HOROVOD_GLOO_IFACE": "lo", "OMP_NUM_THREADS": str(cfg["threads"])}
-        try:
-            isolation.run_command(cmd, _margin(timeout_s), env)
-        except isolation.ChildFailed:
-            if out.exists() and "__raise__" in (got := json.loads(out.read_text())):
-                raise Unavailable(got["message"]) from None
-            raise
-        return json.loads(out.read_text())
+        with loopback.namespace("horovodrun's Gloo rendezvous server") as (ns, network):
+            try:
+                isolation.run_command(ns.wrap(cmd) if ns else cmd, _margin(timeout_s), env)
+            except isolation.ChildFailed:
+                if out.exists() and "__raise__" in (got := json.loads(out.read_text())):
+                    raise Unavailable(got["message"]) from None
+                raise
+        return {**json.loads(out.read_text()), "launch_info": network}
 
     return _self_timed(ctx, "horovod", p, plan, launch)
 
@@ -369,9 +380,10 @@ def horovod_spark(ctx, **p) -> SelfTimed:
             ctx.spark.sparkContext.cancelAllJobs()
             _kill_ranks("horovod")
 
-        with _output_on_error(log):
+        with _output_on_error(log), loopback.horovod_spark_on_loopback():
             results = _in_thread(go, _margin(timeout_s), kill, "horovod.spark.run")
-        return results[0]  # every rank returns the gathered figures; rank 0's copy is enough
+        # every rank returns the gathered figures; rank 0's copy is enough
+        return {**results[0], "launch_info": {"network": "host, servers bound to 127.0.0.1"}}
 
     return _self_timed(ctx, "horovod_spark", p, plan, launch)
 
@@ -398,17 +410,23 @@ def torch_distributor(ctx, local_mode: bool, **p) -> SelfTimed:
         dist = TorchDistributor(num_processes=plan["n"], local_mode=local_mode, use_gpu=p["device"] == "gpu")
         log = io.StringIO()
 
-        def go():
-            # torchrun's output is streamed to stdout line by line; keep it for the error message instead
-            with contextlib.redirect_stdout(log):
-                return dist.run(torch_distributor_fn, cfg)
-
         def kill() -> None:
             sc.cancelAllJobs()
             _kill_ranks("torch_run_process_wrapper")
 
-        with _output_on_error(log):
-            return _in_thread(go, _margin(timeout_s), kill, "TorchDistributor.run")
+        # torchrun (and its ranks) in the namespace; the driver's log server (local_mode false) on loopback
+        with loopback.namespace("torchrun's rendezvous store") as (ns, network), loopback.loopback_servers():
+            torchrun = loopback.torchrun_runner(ns.prefix if ns else [])
+
+            def go():
+                # torchrun's output is streamed to stdout line by line; keep it for the error message instead
+                with contextlib.redirect_stdout(log):
+                    # TorchDistributor.run is _run(fn, <how torchrun is run>, ...): the same call, our runner
+                    return dist._run(torch_distributor_fn, torchrun, cfg)
+
+            with _output_on_error(log):
+                out = _in_thread(go, _margin(timeout_s), kill, "TorchDistributor.run")
+        return {**out, "launch_info": network}
 
     return _self_timed(ctx, "torch_distributor", {**p, "local_mode": local_mode}, plan, launch)
 
