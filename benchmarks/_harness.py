@@ -101,15 +101,15 @@ def _make_class(spec) -> type:
         self._params = params
 
     def track(self, *values):
-        from harness.progress import Progress
-        from harness.runner import Runner, Settings
+        from harness.coordinator import Coordinator, LocalWorker, Settings
         from harness.spec import CaseRun
 
         ctx = _context()
         settings = Settings(repeats=int(_setting("REPEATS", 5)), warmup=int(_setting("WARMUP", 1)),
                             timeout_s=ctx.timeout_s)
-        runner = Runner(ctx, ctx.run_dir / "results.jsonl", "asv", settings, progress=Progress(1, quiet=True))
-        result = runner.run_case(CaseRun(spec, dict(self._params)))
+        # in this process: asv already runs each benchmark in a process of its own and enforces its timeout
+        coordinator = Coordinator(ctx.run_id, ctx.run_dir / "results.jsonl", "asv", settings)
+        result = coordinator.run_case(CaseRun(spec, dict(self._params)), LocalWorker(ctx))
         if result.status == "unavailable":
             raise NotImplementedError((result.error or {}).get("message", "unavailable"))
         if result.status != "ok" or not result.stats.get("n"):

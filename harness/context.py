@@ -1,10 +1,14 @@
-"""What a case builder gets: the run's settings, folders and the lazily started SparkSession."""
+"""What a case builder gets: the run's settings, folders, the lazily started SparkSession and run-scoped memos.
+
+In `harness run` the context lives in the worker process (harness.worker); everything it holds (the
+SparkSession, cached DataFrames, scanned data sets) goes when the worker stops or is replaced.
+"""
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Hashable
 
 
 def default_cache_dir() -> Path:
@@ -24,13 +28,34 @@ class RunContext:
     timeout_s: float = 900.0
     _spark: Any = None
     spark_info: dict[str, Any] | None = None
-    results: dict[str, Any] = field(default_factory=dict)  # identity -> Result, filled by the runner
+    results: dict[str, Any] = field(default_factory=dict)  # identity -> Result of this run, for ctx.find
+    _memos: dict[Hashable, tuple[Any, Callable[[Any], None] | None]] = field(default_factory=dict, repr=False)
 
     def find(self, experiment: str, case: str, params: dict[str, Any]):
         """The Result already recorded in this run for that identity (e.g. a reference case), or None."""
         from .record import identity
 
         return self.results.get(identity(experiment, case, params))
+
+    def memo(self, key: Hashable, factory: Callable[[], Any], release: Callable[[Any], None] | None = None) -> Any:
+        """A value made once and shared by the run's cases (a cached DataFrame, a scanned tree, a reference).
+
+        `release(value)` frees it when the context closes or `forget` drops it. Keys are tuples starting with
+        the owner's name, e.g. ("udf.input", kind, shape).
+        """
+        if key not in self._memos:
+            self._memos[key] = (factory(), release)
+        return self._memos[key][0]
+
+    def forget(self, match: Callable[[Hashable], bool]) -> None:
+        """Releases and drops every memo whose key matches (e.g. to keep one cached input per kind)."""
+        for key in [k for k in self._memos if match(k)]:
+            value, release = self._memos.pop(key)
+            if release is not None:
+                try:
+                    release(value)
+                except Exception:  # noqa: BLE001 - e.g. its SparkSession already stopped: nothing left to free
+                    pass
 
     @property
     def work_dir(self) -> Path:
@@ -60,7 +85,12 @@ class RunContext:
             return self._spark.sparkContext.defaultParallelism
         return os.cpu_count() or 1
 
+    def close(self) -> None:
+        """Releases every memo; the SparkSession stays (tests share one)."""
+        self.forget(lambda key: True)
+
     def stop(self) -> None:
+        self.close()
         if self._spark is not None:
             self._spark.stop()
             self._spark = None

@@ -1,9 +1,10 @@
 """Runs a function in a separate Python process (one framework per process, launchers such as horovodrun).
 
-`run_function("pkg.module:func", kwargs, timeout_s)` starts `python -m harness.isolation`, which imports the
-function, calls it with kwargs and writes its JSON-able return value to a file. The child's output is kept;
-on failure its tail goes into the exception, and so into the record. Children run in their own process
-group, so a timeout or Ctrl-C kills everything they started (ranks, launchers) and nothing is left running.
+`run_function("pkg.module:func", kwargs, timeout_s)` starts a Python child on this same harness checkout, which
+imports the function, calls it with kwargs and writes its JSON-able return value to a file. The child's output is
+kept; on failure its tail goes into the exception, and so into the record. Children run in their own process
+group, so a timeout or a cancel kills everything they started (ranks, launchers); the registry of running
+children belongs to the worker process, and a worker killed by the coordinator takes its children with it.
 """
 from __future__ import annotations
 
@@ -18,6 +19,9 @@ import threading
 from pathlib import Path
 from typing import Any
 
+# the child imports the harness of this checkout, whatever its working folder holds
+HARNESS_ROOT = str(Path(__file__).resolve().parent.parent)
+_BOOT = "import sys; sys.path.insert(0, sys.argv.pop(1)); from harness.isolation import _child_main; _child_main(*sys.argv[1:])"
 _children: set[subprocess.Popen] = set()
 _lock = threading.Lock()
 
@@ -36,7 +40,7 @@ def tail(text: str, lines: int = 40) -> str:
 
 
 def run_command(cmd: list[str], timeout_s: float, env: dict[str, str] | None = None,
-                cwd: str | None = None) -> str:
+                cwd: str | None = None, what: str | None = None) -> str:
     """Runs a command in its own process group; returns its output; raises ChildFailed / ChildTimeout."""
     with tempfile.TemporaryFile("w+") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})},
@@ -48,7 +52,7 @@ def run_command(cmd: list[str], timeout_s: float, env: dict[str, str] | None = N
         except subprocess.TimeoutExpired:
             _kill(proc)
             log.seek(0)
-            raise ChildTimeout(f"{cmd[0]} ran past {timeout_s:.0f} s and was killed\n{tail(log.read())}") from None
+            raise ChildTimeout(f"{what or cmd[0]} ran past {timeout_s:.0f} s and was killed\n{tail(log.read())}") from None
         finally:
             with _lock:
                 _children.discard(proc)
@@ -56,7 +60,7 @@ def run_command(cmd: list[str], timeout_s: float, env: dict[str, str] | None = N
         log.seek(0)
         out = log.read()
     if proc.returncode != 0:
-        raise ChildFailed(f"{' '.join(cmd[:3])}... exited with {proc.returncode}:\n{tail(out)}")
+        raise ChildFailed(f"{what or ' '.join(cmd[:3]) + '...'} exited with {proc.returncode}:\n{tail(out)}")
     return out
 
 
@@ -65,7 +69,8 @@ def run_function(target: str, kwargs: dict[str, Any], timeout_s: float, env: dic
     with tempfile.TemporaryDirectory(prefix="harness-child-") as tmp:
         args, result = Path(tmp, "args.json"), Path(tmp, "result.json")
         args.write_text(json.dumps({"target": target, "kwargs": kwargs}))
-        run_command([sys.executable, "-m", "harness.isolation", str(args), str(result)], timeout_s, env)
+        run_command([sys.executable, "-c", _BOOT, HARNESS_ROOT, str(args), str(result)], timeout_s, env,
+                    what=f"{target} (in a child process)")
         out = json.loads(result.read_text())
     if isinstance(out, dict) and "__raise__" in out:  # Unavailable / CheckFailed cross the process boundary
         from . import workload

@@ -4,6 +4,7 @@ On a TTY one line is redrawn in place; in a log (CI, a pipe) a line is printed p
 """
 from __future__ import annotations
 
+import shutil
 import sys
 import time
 from typing import TextIO
@@ -16,7 +17,7 @@ def _hms(seconds: float) -> str:
 
 class Progress:
     def __init__(self, total: int, stream: TextIO | None = None, quiet: bool = False):
-        self.total, self.done = total, 0
+        self.total, self.done, self.index = total, 0, 0
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self.quiet = quiet
@@ -34,16 +35,15 @@ class Progress:
         if self.quiet:
             return
         if self.tty:
-            width = 120
+            width = shutil.get_terminal_size().columns - 1  # a full-width line would wrap on some terminals
             self.stream.write("\r" + text[:width].ljust(width) + ("\n" if final else ""))
         elif final or not self.phase:
             self.stream.write(text + "\n")
         self.stream.flush()
 
     def start_case(self, index: int, label: str) -> None:
-        self.label, self.phase, self.t_case = label, "", time.monotonic()
+        self.label, self.phase, self.t_case, self.index = label, "", time.monotonic(), index
         self._write(f"[{index}/{self.total}] {label} ...")
-        self.index = index
 
     def update(self, phase: str) -> None:
         self.phase = phase
@@ -65,6 +65,6 @@ class Progress:
     def message(self, text: str) -> None:
         if not self.quiet:
             if self.tty:
-                self.stream.write("\r" + " " * 120 + "\r")
+                self.stream.write("\r" + " " * (shutil.get_terminal_size().columns - 1) + "\r")
             self.stream.write(text + "\n")
             self.stream.flush()

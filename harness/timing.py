@@ -1,5 +1,5 @@
-"""The harness's one timing helper. The runner uses it, and so does code that must time inside another
-process (Horovod ranks, per-epoch quality curves), which then hands the samples back to the runner."""
+"""The harness's one timing helper. The worker process uses it for every case, and so does code that must time
+inside another process (Horovod ranks, per-epoch quality curves), which then hands the samples back."""
 from __future__ import annotations
 
 import time
@@ -9,11 +9,18 @@ clock = time.perf_counter
 
 
 def measure(fn: Callable[[], Any], warmup: int, repeats: int,
-            on_sample: Callable[[str, int, float], None] | None = None) -> tuple[list[float], list[float], Any]:
-    """Calls fn warmup + repeats times; returns (warmup_samples, samples, last return value)."""
+            on_sample: Callable[[str, int, float], None] | None = None,
+            before: Callable[[str], None] | None = None) -> tuple[list[float], list[float], Any]:
+    """Calls fn warmup + repeats times; returns (warmup_samples, samples, last return value).
+
+    `before(phase)` runs untimed before every call; `on_sample(phase, i, seconds)` after the clock stopped
+    (it may raise to stop the loop, e.g. on a cancel).
+    """
     warm, samples, out = [], [], None
     for phase, n, into in (("warmup", warmup, warm), ("repeat", repeats, samples)):
         for i in range(n):
+            if before is not None:
+                before(phase)
             t0 = clock()
             out = fn()
             t1 = clock()

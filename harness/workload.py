@@ -1,8 +1,8 @@
-"""What an experiment's case builder hands the runner.
+"""What an experiment's case builder hands the worker.
 
-An experiment never calls a clock. It builds a `Workload` (the runner times `run`, a zero-argument closure,
+An experiment never calls a clock. It builds a `Workload` (the worker times `run`, a zero-argument closure,
 after all setup is done) or, where figures must be taken in other processes (Horovod ranks, framework
-processes), a `SelfTimed` whose `measure` returns samples taken with `harness.timing`.
+processes), a `SelfTimed` whose `measure` returns samples taken there with `harness.timing`.
 """
 from __future__ import annotations
 
@@ -21,9 +21,12 @@ class CheckFailed(Exception):
 @dataclass
 class Workload:
     run: Callable[[], Any]  # the timed call; setup belongs in the builder, not here
-    # after(last_return_value, samples) -> extras; checks the result (raise CheckFailed) and may relate its
-    # own samples to a reference case's record (ctx.find) for speedups and rows_per_s
-    after: Callable[[Any, list[float]], dict[str, Any]] | None = None
+    # after(last_return_value, samples, warmup) -> extras; checks the result (raise CheckFailed) and may relate
+    # its own samples to a reference case's record (ctx.find) for speedups and rows_per_s
+    after: Callable[[Any, list[float], list[float]], dict[str, Any]] | None = None
+    # before(phase) runs untimed before every call, warm-ups included ("warmup" / "repeat"): e.g. dropping the
+    # page cache before a cold read
+    before: Callable[[str], None] | None = None
     teardown: Callable[[], None] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # static figures (rows, bytes, settings)
 
@@ -37,7 +40,7 @@ class Measurement:
 
 @dataclass
 class SelfTimed:
-    """A case measured elsewhere: `measure(warmup, repeats, timeout_s)` returns the samples."""
+    """A case measured in other processes: `measure(warmup, repeats, timeout_s)` returns the samples."""
 
     measure: Callable[[int, int, float], Measurement]
     teardown: Callable[[], None] | None = None

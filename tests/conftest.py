@@ -29,23 +29,23 @@ def ctx(tmp_path, spark):
     c = RunContext(run_id="test", run_dir=tmp_path / "run", master="local[2]",
                    cache_dir=Path(os.environ.get("HARNESS_TEST_CACHE", tmp_path / "cache")))
     c._spark = spark
-    return c
+    yield c
+    c.close()  # its cached DataFrames leave the shared session
 
 
 def run_case(ctx, target: str, repeats: int = 1, warmup: int = 0, timeout_s: float = 600, **params):
-    """Runs one case through the real runner in-process and returns its Result."""
+    """Runs one case in-process through the coordinator and the worker's own request handling (LocalWorker,
+    on this test's RunContext; no timeouts there) and returns its Result."""
+    from harness.coordinator import Coordinator, LocalWorker, Settings
     from harness.registry import load_all
-    from harness.runner import Runner, Settings
-    from harness.progress import Progress
     from harness.spec import CaseRun
 
     exp, _, case = target.partition(".")
     spec = load_all()[exp].cases[case]
     full = {n: a.default[0] for n, a in spec.axes.items()}
     full.update(params)
-    runner = Runner(ctx, ctx.run_dir / "results.jsonl", "test-env", Settings(repeats, warmup, timeout_s),
-                    progress=Progress(1, quiet=True))
-    return runner.run_case(CaseRun(spec, full))
+    coordinator = Coordinator(ctx.run_id, ctx.run_dir / "results.jsonl", "test-env", Settings(repeats, warmup, timeout_s))
+    return coordinator.run_case(CaseRun(spec, full), LocalWorker(ctx))
 
 
 def harness_cli(*args: str, env: dict | None = None, timeout: float = 900, cwd: Path | None = None,

@@ -136,21 +136,21 @@ def test_max_records_per_batch_is_set_and_restored(ctx, udf):
 
 def test_speedup_and_slowdown_against_references_of_the_run(ctx, udf, monkeypatch):
     """The references' records (run first, by the real runner) give speedup / slowdown of a later style."""
+    from harness.coordinator import Coordinator, LocalWorker, Settings
     from harness.progress import Progress
     from harness.registry import load_all
-    from harness.runner import Runner, Settings
     from harness.spec import plan
 
     reg = load_all()
     refs = plan(["udf.native", "udf.row_udf"], ["workload=plus_one", f"rows={ROWS}", f"groups={GROUPS}"], reg)
-    Runner(ctx, ctx.run_dir / "results.jsonl", "test-env", Settings(1, 0, 600),
-           progress=Progress(2, quiet=True)).run(refs.cases)
+    Coordinator(ctx.run_id, ctx.run_dir / "results.jsonl", "test-env", Settings(1, 0, 600),
+                progress=Progress(2, quiet=True)).run(refs.cases, LocalWorker(ctx))
     base = {"workload": "plus_one", "rows": ROWS, "groups": GROUPS}
     native, row = ctx.find("udf", "native", base), ctx.find("udf", "row_udf", base)
     assert native.status == row.status == "ok"
 
     params = {**base, "max_records_per_batch": 10_000}
-    monkeypatch.setattr(udf, "_REFERENCE", {})  # earlier tests memoised a reference computed without the run
+    ctx.forget(lambda key: key[0] == "udf.reference")  # the references memoised one computed before their records
     wl = udf.build_case(ctx, "pandas_udf", params)
     try:
         out = wl.run()

@@ -16,8 +16,9 @@ there yet, dropping the page cache, and the checks: row and byte totals must equ
 found (so `small_files`, `compacted` and `pyarrow_limit` agree with each other), else the case is an error.
 
 The first call of a case is its warm-up sample and is the cold read. `cold=drop_caches` (or `auto` where
-`/proc/sys/vm/drop_caches` is writable) empties the page cache just before it, so it is truly cold;
-otherwise it is only the first read (JVM and listing cold, files possibly cached). `cold_mode` says which.
+`/proc/sys/vm/drop_caches` is writable) empties the page cache just before it (the workload's untimed `before`),
+so it is truly cold; otherwise it is only the first read (JVM and listing cold, files possibly cached).
+`cold_mode` says which.
 """
 from __future__ import annotations
 
@@ -28,11 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from .. import timing
 from ..registry import experiment
 from ..spark import session_conf
 from ..spec import Axis
-from ..workload import CheckFailed, Measurement, SelfTimed, Unavailable
+from ..workload import CheckFailed, Unavailable, Workload
 
 EXP = experiment("ingestion", "many small image files vs compacted Parquet (Spark, pyarrow), and the book's "
                               "image preprocessing from each")
@@ -72,9 +72,6 @@ class Source:
     extra: dict[str, Any]
 
 
-_sources: dict[tuple, Source] = {}
-
-
 def _spark_path(p: Path) -> str:
     # binaryFile's `path` column is the Hadoop path string: `file:` + the absolute path, not URI-encoded
     return "file:" + str(p)
@@ -82,12 +79,15 @@ def _spark_path(p: Path) -> str:
 
 def source(ctx, n_files: int, file_kb: int) -> Source:
     """Generates (cached) or validates the tree and scans it once per run."""
-    from ..data.images import generation_figures, image_tree, scan_tree, tree_key
+    from ..data.images import image_tree
 
     root = image_tree(ctx, n_files, file_kb, N_CLASSES)
-    memo = (str(root), ctx.run_id)
-    if memo in _sources:
-        return _sources[memo]
+    return ctx.memo(("ingestion.source", str(root)), lambda: _scan(ctx, root, n_files, file_kb))
+
+
+def _scan(ctx, root: Path, n_files: int, file_kb: int) -> Source:
+    from ..data.images import generation_figures, scan_tree, tree_key
+
     info = scan_tree(root)
     if not info.files:
         from ..data.images import DataError
@@ -104,11 +104,9 @@ def source(ctx, n_files: int, file_kb: int) -> Source:
         gen = generation_figures(root) or {}
         if gen.get("images_per_s"):
             extra["generator_images_per_s"] = gen["images_per_s"]
-    src = Source(root=root, key=key, files=len(info.files), bytes=info.total_bytes, classes=len(info.classes),
-                 excluded=[_spark_path(p) for p in info.excluded],
-                 label_regex="^" + re.escape(_spark_path(root)) + "/([^/]+)/", extra=extra)
-    _sources[memo] = src
-    return src
+    return Source(root=root, key=key, files=len(info.files), bytes=info.total_bytes, classes=len(info.classes),
+                  excluded=[_spark_path(p) for p in info.excluded],
+                  label_regex="^" + re.escape(_spark_path(root)) + "/([^/]+)/", extra=extra)
 
 
 # ---------------------------------------------------------------------------------------------- spark
@@ -240,34 +238,41 @@ def _speedups(ctx, ref_case: str, params: dict, warm: list[float], samples: list
 
 
 def timed(ctx, case: str, params: dict, run: Callable[[], Any], after: Callable[[Any], dict],
-          extra: dict, cold: str, ref_case: str | None = None, teardown: Callable | None = None) -> SelfTimed:
-    """Times `run` with the harness's timing helper in this process, so the record can carry speedups over
-    a reference case (which needs this case's own samples). The page cache is dropped last, untimed."""
+          extra: dict, cold: str, teardown: Callable | None = None) -> Workload:
+    """The read as a Workload: the worker times `run`; the page cache is dropped (untimed) before the first
+    call when that call is a warm-up, so the cold sample is truly cold and never mixed into the statistics."""
     mode = _cold_mode(cold)
+    ref_case = EXP.cases[case].roles.get("reference")  # its speedups are over this case (registered with it)
     spark = ctx.spark if ctx.spark_started else None
-    # the runner puts each case's Spark jobs in a job group; its jobs during measuring are the timed calls
+    # the worker puts each case's Spark jobs in a job group; its jobs from the first call on are the timed calls
     group = spark.sparkContext.getLocalProperty("spark.jobGroup.id") if spark else None
+    calls = 0
+    jobs_before: set[int] = set()
 
-    def measure(warmup: int, repeats: int, timeout_s: float) -> Measurement:
-        if mode == "drop_caches":
-            drop_page_cache()
-        jobs_before = _group_jobs(spark, group)
-        warm, samples, out = timing.measure(run, warmup, repeats)
-        figures = {**extra, "cold_mode": mode if warmup else "none (no warm-up run)"}
-        if group and warmup + repeats:
+    def before(phase: str) -> None:
+        nonlocal calls, jobs_before
+        if calls == 0:
+            jobs_before = _group_jobs(spark, group)
+            if mode == "drop_caches" and phase == "warmup":
+                drop_page_cache()
+        calls += 1
+
+    def after_all(out, samples: list[float], warm: list[float]) -> dict:
+        figures: dict[str, Any] = {"cold_mode": mode if warm else "none (no warm-up run)"}
+        if group and calls:
             tasks = _tasks(spark, _group_jobs(spark, group) - jobs_before)
             if tasks:
-                figures["tasks"] = round(tasks / (warmup + repeats))
+                figures["tasks"] = round(tasks / calls)
         figures.update(after(out) or {})
         med = statistics.median(samples) if samples else None
-        if med and "files" in figures:
-            figures["files_per_s"] = round(figures["files"] / med, 1)
-            figures["mb_per_s"] = round(figures["bytes"] / MB / med, 2)
+        if med and "files" in extra:
+            figures["files_per_s"] = round(extra["files"] / med, 1)
+            figures["mb_per_s"] = round(extra["bytes"] / MB / med, 2)
         if ref_case:
             figures.update(_speedups(ctx, ref_case, params, warm, samples))
-        return Measurement(samples=samples, warmup=warm, extra=figures)
+        return figures
 
-    return SelfTimed(measure=measure, teardown=teardown)
+    return Workload(run=run, before=before, after=after_all, teardown=teardown, extra=extra)
 
 
 # ---------------------------------------------------------------------------------------------- cases
@@ -317,7 +322,8 @@ def compact(ctx, n_files, file_kb, target_files, row_group_mb, compression, max_
                  teardown=restore)
 
 
-@EXP.case("compacted", {**TREE, **COMPACT, **SPARK_FILES, **COLD}, valid=_valid, spark=True)
+@EXP.case("compacted", {**TREE, **COMPACT, **SPARK_FILES, **COLD}, valid=_valid, spark=True,
+          reference="small_files", limit="pyarrow_limit")
 def compacted(ctx, n_files, file_kb, target_files, row_group_mb, compression, max_partition_mb, open_cost_mb, cold):
     """Spark reading the compacted Parquet, forced to read every content byte."""
     src = source(ctx, n_files, file_kb)
@@ -333,8 +339,7 @@ def compacted(ctx, n_files, file_kb, target_files, row_group_mb, compression, ma
     params = dict(n_files=n_files, file_kb=file_kb, max_partition_mb=max_partition_mb, open_cost_mb=open_cost_mb,
                   cold=cold)
     return timed(ctx, "compacted", params, lambda: _totals(spark.read.parquet(str(out)).select("content")), after,
-                 {**src.extra, **_parquet_figures(out), "input_partitions": partitions}, cold, "small_files",
-                 teardown=restore)
+                 {**src.extra, **_parquet_figures(out), "input_partitions": partitions}, cold, teardown=restore)
 
 
 def _pyarrow_totals(out: Path) -> tuple[int, int]:
@@ -350,7 +355,7 @@ def _pyarrow_totals(out: Path) -> tuple[int, int]:
     return rows, nbytes
 
 
-@EXP.case("pyarrow_limit", {**TREE, **COMPACT, **COLD}, valid=_valid, spark=True)
+@EXP.case("pyarrow_limit", {**TREE, **COMPACT, **COLD}, valid=_valid, spark=True, reference="small_files")
 def pyarrow_limit(ctx, n_files, file_kb, target_files, row_group_mb, compression, cold):
     """pyarrow alone reading the compacted Parquet: the no-Spark reference."""
     import pyarrow as pa
@@ -367,7 +372,7 @@ def pyarrow_limit(ctx, n_files, file_kb, target_files, row_group_mb, compression
 
     params = dict(n_files=n_files, file_kb=file_kb, cold=cold)
     return timed(ctx, "pyarrow_limit", params, lambda: _pyarrow_totals(out), after,
-                 {**src.extra, **_parquet_figures(out), "threads": threads}, cold, "small_files",
+                 {**src.extra, **_parquet_figures(out), "threads": threads}, cold,
                  teardown=lambda: pa.set_cpu_count(before))
 
 
@@ -470,7 +475,8 @@ def pipeline_small_files(ctx, n_files, file_kb, image_size, max_partition_mb, op
                  {**src.extra, "input_partitions": partitions}, cold, teardown=restore)
 
 
-@EXP.case("pipeline_compacted", {**TREE, **COMPACT, **IMAGE, **SPARK_FILES, **COLD}, valid=_valid, spark=True)
+@EXP.case("pipeline_compacted", {**TREE, **COMPACT, **IMAGE, **SPARK_FILES, **COLD}, valid=_valid, spark=True,
+          reference="pipeline_small_files")
 def pipeline_compacted(ctx, n_files, file_kb, target_files, row_group_mb, compression, image_size,
                        max_partition_mb, open_cost_mb, cold):
     """The same preprocessing from the compacted Parquet, to the noop sink."""
@@ -484,5 +490,4 @@ def pipeline_compacted(ctx, n_files, file_kb, target_files, row_group_mb, compre
     return timed(ctx, "pipeline_compacted", params,
                  lambda: _pipeline_run(lambda: spark.read.parquet(str(out)), src.label_regex, image_size),
                  _pipeline_after(src, image_size),
-                 {**src.extra, **_parquet_figures(out), "input_partitions": partitions}, cold,
-                 "pipeline_small_files", teardown=restore)
+                 {**src.extra, **_parquet_figures(out), "input_partitions": partitions}, cold, teardown=restore)

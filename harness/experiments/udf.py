@@ -192,22 +192,17 @@ def native_cdf(col):
 
 # ---- input data: one cached DataFrame per data shape, shared by every style ----
 
-_DATA: dict[str, tuple[Any, Any]] = {}  # kind -> (key, DataFrame); one per kind stays cached
-_REFERENCE: dict[tuple, dict] = {}  # (data key, workload) -> reference checksum
+def _cached(ctx, kind: str, key: Any, make: Callable):
+    """The run's cached input DataFrame of this kind and shape; one per kind stays cached (a new shape releases
+    the old one), made and counted here, untimed."""
+    memo_key = ("udf.input", kind, key)
+    ctx.forget(lambda k: k[:2] == ("udf.input", kind) and k != memo_key)
+    return ctx.memo(memo_key, lambda: _materialised(make), release=lambda df: df.unpersist())
 
 
-def _cached(kind: str, key: Any, make: Callable):
-    held = _DATA.get(kind)
-    if held and held[0] == key:
-        return held[1]
-    if held:
-        try:
-            held[1].unpersist()
-        except Exception:  # noqa: BLE001 - its session was stopped; nothing left to free
-            pass
+def _materialised(make: Callable):
     df = make().cache()
-    df.count()  # materialise the cache here, untimed
-    _DATA[kind] = (key, df)
+    df.count()
     return df
 
 
@@ -225,7 +220,7 @@ def numeric_frame(ctx, rows: int, groups: int):
                           (F.col("id") % groups).alias("group"),
                           F.randn(ctx.seed).alias("x"))
 
-    return _cached("numeric", key, make), key
+    return _cached(ctx, "numeric", key, make), key
 
 
 def image_frame(ctx, rows: int, groups: int):
@@ -252,7 +247,7 @@ def image_frame(ctx, rows: int, groups: int):
         return raw.select(((F.crc32(F.col("path")) % 13) + 1).cast("double").alias("w"),
                           F.crc32(label).alias("group"), F.col("content").alias("x"), "path")
 
-    return _cached("image", key, make), key, len(info.files)
+    return _cached(ctx, "image", key, make), key, len(info.files)
 
 
 # ---- styles: each returns a DataFrame (w, out) computing the workload over df (w, group, x) ----
@@ -408,20 +403,19 @@ def image_reference(df, workload: str) -> dict:
 
 
 def reference(ctx, df, key, workload: str, params: dict) -> dict:
-    """The checksum every style must match: `native`'s (its record in this run, else computed here)."""
-    if (key, workload) in _REFERENCE:
-        return _REFERENCE[(key, workload)]
-    if workload in IMAGE:
-        ref = image_reference(df, workload)
-    else:
+    """The checksum every style must match: `native`'s (its record in this run, else computed here); once per
+    input and workload in the run."""
+
+    def compute() -> dict:
+        if workload in IMAGE:
+            return image_reference(df, workload)
         native = ctx.find("udf", "native", _base(params))
         if native is not None and native.status == "ok" and "checksum" in native.extra:
-            ref = {"checksum": native.extra["checksum"], "scale": native.extra["checksum_scale"],
-                   "source": "native case of this run"}
-        else:
-            ref = {**force(fold(_build_native(df, workload), workload)), "source": "native expression"}
-    _REFERENCE[(key, workload)] = ref
-    return ref
+            return {"checksum": native.extra["checksum"], "scale": native.extra["checksum_scale"],
+                    "source": "native case of this run"}
+        return {**force(fold(_build_native(df, workload), workload)), "source": "native expression"}
+
+    return ctx.memo(("udf.reference", key, workload), compute)
 
 
 def _base(params: dict) -> dict:
@@ -430,14 +424,20 @@ def _base(params: dict) -> dict:
 
 
 def relative(ctx, style: str, params: dict, samples: list[float] | None, rows: int) -> dict:
-    """rows_per_s, and speed against row_udf / native when they ran earlier in this run."""
+    """rows_per_s, and speed against the style's reference (row_udf) and limit (native), when they ran earlier
+    in this run (both registered with the case)."""
     if not samples:
         return {}
     import statistics
 
     median = statistics.median(samples)
     out: dict[str, Any] = {"rows_per_s": rows / median if median > 0 else None}
-    for ref_style, key, invert in (("row_udf", "speedup_vs_row_udf", False), ("native", "slowdown_vs_native", True)):
+    roles = EXP.cases[style].roles
+    for ref_style, key, invert in ((roles.get("reference"), "speedup_vs_", False),
+                                   (roles.get("limit"), "slowdown_vs_", True)):
+        if not ref_style:
+            continue
+        key += ref_style
         if ref_style == style:
             out[key] = 1.0
             continue
@@ -445,9 +445,6 @@ def relative(ctx, style: str, params: dict, samples: list[float] | None, rows: i
         if ref is not None and ref.status == "ok" and ref.stats.get("median"):
             out[key] = median / ref.stats["median"] if invert else ref.stats["median"] / median
     return out
-
-
-# ---- Spark conf, set for the case and restored afterwards ----
 
 
 def build_case(ctx, style: str, params: dict) -> Workload:
@@ -490,9 +487,9 @@ def build_case(ctx, style: str, params: dict) -> Workload:
         extra["image_kb"] = IMAGE_KB
     extra = {k: v for k, v in extra.items() if v is not None}
 
-    def after(out: dict, samples: list[float] | None = None) -> dict:
-        # rows_per_s and the speed ratios need this case's own samples; they appear once the runner passes
-        # them (after(out, samples)), until then only the check and the checksum are recorded
+    def after(out: dict, samples: list[float] | None = None, warmup: list[float] | None = None) -> dict:
+        # rows_per_s and the speed ratios need this case's own samples (without them, only the check and the
+        # checksum are recorded)
         rel = check(out, ref, rows, f"udf.{style} {workload}")
         return {"checksum": out["checksum"], "checksum_scale": out["scale"], "checksum_reference": ref["checksum"],
                 "checksum_rel_diff": rel, "reference": ref["source"],
@@ -511,7 +508,8 @@ def _register(style: str, doc: str) -> None:
         return build_case(ctx, style, params)
 
     build.__doc__ = doc
-    EXP.case(style, axes, valid=lambda p: p["workload"] in supported, spark=True)(build)
+    EXP.case(style, axes, valid=lambda p: p["workload"] in supported, spark=True, reference="row_udf",
+             limit="native")(build)
 
 
 # registration order is run order: the references (native, row_udf) run before the styles compared to them
