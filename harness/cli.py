@@ -144,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--run-id", help="name of this comparison (default: ab- + UTC timestamp)")
     ab.add_argument("--tracking-uri", help="MLflow tracking URI (default as for `run`)")
     ab.add_argument("--no-mlflow", action="store_true", help="skip MLflow")
+    ab.add_argument("--no-report", action="store_true", help="skip the HTML report (RUN_DIR/report.html)")
     ab.add_argument("--data", type=Path, help="a real image folder or CSV file replacing generated data")
     ab.add_argument("--seed", type=int, default=42, help="seed for data, splits and the pair order (default 42)")
 

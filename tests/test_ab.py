@@ -10,8 +10,8 @@ from conftest import ROOT, harness_cli
 from harness import record
 
 
-def _ab(tmp_path, *args, run_id="ab1", timeout=600):
-    p = harness_cli("ab", *args, "--no-mlflow", "--json", "--results", str(tmp_path), "--run-id", run_id,
+def _ab(tmp_path, *args, run_id="ab1", timeout=600, report=False):
+    p = harness_cli("ab", *args, "--no-mlflow", "--json", *([] if report else ["--no-report"]), "--results", str(tmp_path), "--run-id", run_id,
                     timeout=timeout)
     out = json.loads(p.stdout) if p.stdout.strip().startswith("{") else None
     return p, out
@@ -19,7 +19,7 @@ def _ab(tmp_path, *args, run_id="ab1", timeout=600):
 
 def test_ab_flags_a_doubled_loop_and_keeps_both_sides_records(tmp_path):
     p, out = _ab(tmp_path, "calibration.spin", "--set", "iterations=40000", "--b-set", "iterations=80000",
-                 "--pairs", "10")
+                 "--pairs", "10", report=True)
     assert p.returncode == 1, p.stderr
     case = out["cases"][0]
     assert case["verdict"] == "REGRESSED" and case["ratio"] > 1.4, case
@@ -29,6 +29,8 @@ def test_ab_flags_a_doubled_loop_and_keeps_both_sides_records(tmp_path):
     assert len(a) == len(b) == 1 and len(a[0].samples) == len(b[0].samples) == 10
     assert a[0].params == {"iterations": 40000} and b[0].params == {"iterations": 80000}
     assert (tmp_path / "ab1" / "ab.json").is_file()
+    page = (tmp_path / "ab1" / "report.html").read_text()
+    assert "Paired A/B comparison" in page and "REGRESSED" in page
 
 
 def test_ab_same_sides_is_no_regression(tmp_path):

@@ -151,6 +151,10 @@ def run(args) -> int:
             signal.signal(sig, handler)
         for side in sides:
             side.worker.stop()
+            # each side's folder is a run folder of its own (report, log, compare): its env says what ran it
+            record.write_json(run_dir / side.name / record.ENV_FILE,
+                              {**env, "spark": side.worker.spark_info, "workers": side.worker.starts,
+                               "ab_side": side.describe()})
         _cleanup(repo, checkouts)
     decision = decide.paired([(ra, rb) for ra, rb in zip(sides[0].records, sides[1].records)],
                              args.threshold, args.alpha)
@@ -159,13 +163,15 @@ def run(args) -> int:
                "sides": [s.describe() for s in sides]}
     out = render.to_json(decision, context)
     record.write_json(run_dir / "ab.json", out)
+    report = None if args.no_report or not decision.cases else _report(run_dir)
     if args.no_mlflow is False:
         _log_mlflow(args, run_dir, run_id, env, sides)
     if args.json:
         print(json.dumps(out, indent=2))
     else:
         preamble = [f"A/B {run_id}: PAIRED, interleaved ({n_pairs} pairs per case, order random within a pair)",
-                    f"  A: {_say(sides[0])}", f"  B: {_say(sides[1])}", f"  records: {run_dir}", ""]
+                    f"  A: {_say(sides[0])}", f"  B: {_say(sides[1])}", f"  records: {run_dir}"]
+        preamble += [f"  report:  {report}", ""] if report else [""]
         print(render.text(decision, preamble))
     if start_failure:
         return render.print_error(start_failure, args.json)
@@ -192,6 +198,18 @@ def _pair_summary(ra, rb, summary) -> str:
     if ra.status == rb.status == "ok" and ra.stats.get("median"):
         return f"A {summary(ra)} | B median {rb.stats['median']:.4g} ({rb.stats['median'] / ra.stats['median']:.3f}x)"
     return f"A {ra.status} | B {rb.status}"
+
+
+def _report(run_dir: Path) -> Path | None:
+    """The paired report (RUN_DIR/report.html); a report problem never costs the verdict."""
+    try:
+        from ..report import build_report
+
+        return build_report([run_dir], None, quiet=True)
+    except Exception as e:  # noqa: BLE001
+        print(f"harness: warning: report failed ({type(e).__name__}: {e}); retry with: harness report {run_dir}",
+              file=sys.stderr)
+        return None
 
 
 def _cleanup(repo, checkouts) -> None:

@@ -23,6 +23,18 @@ class ReportError(Exception):
     """Input the report cannot use at all; the message names the path and the fix."""
 
 
+def _read_ab(path: Path) -> dict:
+    import json
+
+    try:
+        ab = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ReportError(f"{path}: not a readable `harness ab` result ({e}); rerun `harness ab`") from None
+    if not isinstance(ab, dict) or ab.get("design") != "paired":
+        raise ReportError(f"{path}: not a paired `harness ab` result; rerun `harness ab`")
+    return ab
+
+
 def build_report(run_dirs: list[Path], out: Path | None = None, quiet: bool = False) -> Path:
     """Builds the page (and plots/ beside it) for one or more runs; returns the HTML path.
 
@@ -34,10 +46,20 @@ def build_report(run_dirs: list[Path], out: Path | None = None, quiet: bool = Fa
 
     if not run_dirs:
         raise ReportError("no run folder given: pass one or more RESULTS/<run_id> folders")
+    paired = None
+    if len(run_dirs) == 1 and (Path(run_dirs[0]) / "ab.json").is_file():
+        # an `harness ab` folder: its two sides, with the paired verdicts instead of an unpaired comparison
+        ab_dir = Path(run_dirs[0])
+        paired = _read_ab(ab_dir / "ab.json")
+        run_dirs = [ab_dir / "A", ab_dir / "B"]
+        out = out if out is not None else ab_dir / "report.html"
     try:
         runs = [storage.load_run(Path(p)) for p in run_dirs]
     except storage.UnusableInput as e:
         raise ReportError(str(e)) from None
+    if paired is not None:
+        for run, side in zip(runs, "AB"):
+            run.label = f"{side}: {run.label}"
     seen: dict[str, int] = {}
     for r in runs:  # the same run id twice (a copied folder) still needs two names on the charts
         n = seen[r.label] = seen.get(r.label, 0) + 1
@@ -56,7 +78,7 @@ def build_report(run_dirs: list[Path], out: Path | None = None, quiet: bool = Fa
         for problem in r.problems:
             print(f"harness: warning: {problem}", file=sys.stderr)
 
-    sections = plan_views(runs)
+    sections = plan_views(runs, paired)
     charts = [c for s in sections for c in s.charts()]
     draw.clear_old(plot_dir)
     progress = Progress(len(charts), quiet=quiet)

@@ -92,7 +92,18 @@ class CurvesPlot:
     target: float | None
 
 
-Plot = Union[DotsPlot, ScalingPlot, CurvesPlot]
+@dataclass
+class LatencyPlot:
+    """Streaming: latency percentiles and sustained rows/s against the offered input rate, the knee marked."""
+
+    rates: list[float]
+    latencies: dict[str, list[float | None]]  # "p50" / "p95" / "p99" -> one value per rate (seconds)
+    sustained: list[float | None]  # rows/s the query really processed, per rate
+    kept_up: list[bool]
+    knee: float | None  # the highest rate up to which every rate kept up
+
+
+Plot = Union[DotsPlot, ScalingPlot, CurvesPlot, LatencyPlot]
 
 
 @dataclass
@@ -117,11 +128,14 @@ class Section:
         return [i for i in self.items if isinstance(i, Chart)]
 
 
-def plan_views(runs: list) -> list[Section]:
-    """Every view of the page, in page order (runs are storage.LoadedRun); charts are drawn later."""
+def plan_views(runs: list, paired: dict | None = None) -> list[Section]:
+    """Every view of the page, in page order (runs are storage.LoadedRun); charts are drawn later. `paired` is an
+    `harness ab` decision (ab.json): its paired verdicts replace the unpaired side-by-side comparison."""
     log_axes = axis_scales([r for run in runs for r in usable(run.results)])
     sections: list[Section] = []
-    if len(runs) > 1:
+    if paired is not None:
+        sections.append(paired_section(paired))
+    elif len(runs) > 1:
         sections += side_by_side(runs, log_axes)
     for run in runs:
         prefix = f"{run.label}: " if len(runs) > 1 else ""
@@ -139,6 +153,7 @@ def plan_views(runs: list) -> list[Section]:
                     sec.items += comparison(exp, ok, log_axes)
                 sec.items += scaling(exp, ok)
                 sec.items += curves(exp, ok)
+                sec.items += latency_vs_rate(exp, ok)
             sections.append(sec)
     return sections
 
@@ -438,6 +453,89 @@ def curves(exp: str, ok: list[Result]) -> list[Chart]:
     return out
 
 
+# ---------------------------------------------------------------------------------------------- streaming
+
+RATE_AXIS = "input_rate"  # a record with this param and latency percentile extras is a point of a streaming sweep
+LATENCY_EXTRAS = (("p50", "latency_p50_s"), ("p95", "latency_p95_s"), ("p99", "latency_p99_s"))
+
+
+def latency_vs_rate(exp: str, ok: list[Result]) -> list[Chart]:
+    """Streaming sweeps: end-to-end latency percentiles and sustained rows/s against the offered input rate, one
+    chart per case and other params, the knee (the highest rate up to which every rate kept up) marked."""
+    points = [r for r in ok if RATE_AXIS in r.params and isinstance(r.extra.get("latency_p50_s"), (int, float))]
+    label_keys = [k for k in varying_keys(points) if k != RATE_AXIS]
+    out = []
+    lines = _group(points, lambda r: (r.case,) + tuple((k, repr(v)) for k, v in sorted(r.params.items())
+                                                       if k != RATE_AXIS))
+    for rs in lines.values():
+        rs.sort(key=lambda r: r.params[RATE_AXIS])
+        knee = None
+        for r in rs:
+            if r.extra.get("kept_up") is not True:
+                break
+            knee = r.params[RATE_AXIS]
+        name = label(rs[0], label_keys) or rs[0].case
+        rows = [[fmt(r.params[RATE_AXIS]), fmt(r.extra.get("sustained_rows_per_s")),
+                 fmt(r.extra.get("capacity_rows_per_s"))] + [fmt(r.extra.get(k)) for _, k in LATENCY_EXTRAS]
+                + [fmt(r.extra.get("utilisation")), fmt(r.extra.get("kept_up"))] for r in rs]
+        plot = LatencyPlot([float(r.params[RATE_AXIS]) for r in rs],
+                           {q: [r.extra.get(k) for r in rs] for q, k in LATENCY_EXTRAS},
+                           [r.extra.get("sustained_rows_per_s") for r in rs],
+                           [r.extra.get("kept_up") is True for r in rs], knee)
+        knee_text = (f"the knee: {fmt(knee)} rows/s, the highest input rate up to which every rate kept up"
+                     if knee is not None else "no input rate kept up")
+        note = (f"Left: end-to-end latency (event time to the end of its micro-batch) per input rate; hollow "
+                f"markers did not keep up. Right: rows/s sustained against rows/s offered (dotted: equal). "
+                f"Dashed line: {knee_text}.")
+        table = Table(["input rate (rows/s)", "sustained rows/s", "capacity rows/s", "p50 latency (s)",
+                       "p95 latency (s)", "p99 latency (s)", "utilisation", "kept up"], rows,
+                      "capacity: rows / time busy in triggers; kept up: sustained >= 80% of the input rate and "
+                      "utilisation < 95%.")
+        out.append(Chart(f"{exp}: streaming latency vs input rate ({name})", plot, table, note, height_in=4.6))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- paired A/B
+
+def paired_section(ab: dict) -> Section:
+    """`harness ab`'s verdicts: per case the paired ratio B/A with its interval (its real coverage), p, q, the
+    smallest change the pairs could detect, and the verdict; the chart puts every ratio against the threshold."""
+    threshold = ab.get("threshold", 0.05)
+    sec = Section("Paired A/B comparison", "paired-ab",
+                  intro=f"{ab.get('pairs')} pairs per case, A and B samples taken back to back in random order by "
+                        "two long-lived workers; ratio = exp(median of log(B/A)), oriented so > 1 is worse; "
+                        f"one-sided Wilcoxon signed-rank p, Benjamini-Hochberg q; regressed when q <= "
+                        f"{ab.get('alpha', 0.05)} and the ratio exceeds {1 + threshold:.2f}.")
+    cases = ab.get("cases") or []
+    if not cases:
+        sec.items.append("No case could be compared (see the not-comparable list in ab.json).")
+        return sec
+    rows, points = [], []
+    for c in cases:
+        lo, hi = (c.get("ratio_ci") or [None, None])[:2]
+        label = c["case"] + (" " + params_text(c.get("params") or {}, sorted(c.get("params") or {}))
+                             if c.get("params") else "")
+        level = c.get("ci_level")
+        rows.append([label, fmt(c.get("baseline_median")), fmt(c.get("current_median")),
+                     f"{c['ratio']:.3f}" if c.get("ratio") is not None else "—",
+                     f"{lo:.3f}-{hi:.3f} ({level * 100:.1f}%)" if lo is not None and level else "—",
+                     f"{c['p']:.3g}" if c.get("p") is not None else "—",
+                     f"{c['q']:.3g}" if c.get("q") is not None else "—",
+                     f"{c['mdc'] * 100:.1f}%" if c.get("mdc") is not None else "—", c.get("verdict", "")])
+        if c.get("ratio") is not None and lo is not None:
+            points.append(Point(label, c["ratio"], lo, hi, "B/A"))
+    table = Table(["case", "A median", "B median", "B/A", "interval (coverage)", "p", "q (BH)", "detectable",
+                   "verdict"], rows, "detectable: the smallest worsening these pairs detect with 80% power.")
+    if points:
+        limit = Point(f"threshold {1 + threshold:.2f}", 1 + threshold, 1 + threshold, 1 + threshold, "threshold")
+        plot = DotsPlot([Group("B/A per case", points, limit)], "B/A (paired ratio, > 1 is worse; log axis)", True,
+                        ["B/A"])
+        sec.items.append(Chart("Paired ratios B/A", plot, table, height_in=max(2.5, 0.5 * len(points) + 1.5)))
+    else:
+        sec.items.append(table)
+    return sec
+
+
 # ---------------------------------------------------------------------------------------------- runs side by side
 
 def side_by_side(runs: list, log_axes: dict[tuple, bool] | None = None) -> list[Section]:
@@ -523,6 +621,6 @@ def change_text(ratio: float, better: str, unit: str) -> str:
     return f"{pct:.0f}% higher" if ratio > 1 else f"{pct:.0f}% lower"
 
 
-__all__ = ["Chart", "CurvesPlot", "DotsPlot", "Group", "Point", "ScalingLine", "ScalingPlot", "Section", "Table",
-           "axis_scales", "case_table", "change_text", "comparison", "curves", "families", "plan_views", "scaling",
-           "side_by_side"]
+__all__ = ["Chart", "CurvesPlot", "DotsPlot", "Group", "LatencyPlot", "Point", "ScalingLine", "ScalingPlot", "Section",
+           "Table", "axis_scales", "case_table", "change_text", "comparison", "curves", "families",
+           "latency_vs_rate", "plan_views", "scaling", "side_by_side"]
