@@ -120,9 +120,20 @@ class _Attempt:
                       ended_at=now_iso(), machine=machine)
 
 
+def undecided(a: Result, b: Result, threshold: float, alpha: float) -> bool:
+    """After the first pairs: could neither a regression nor "no change" be told yet (so more pairs may help)?"""
+    from . import decide
+
+    cases = decide.paired([(a, b)], threshold, alpha, looks=2).cases
+    return bool(cases) and cases[0].verdict == decide.INCONCLUSIVE
+
+
 def measure_pair(a: CaseRun, b: CaseRun, sides: tuple[Side, Side], pairs: int, warmup: int, timeout_s: float,
-                 rng: random.Random, run_id: str, env_id: str, progress) -> tuple[Result, Result]:
-    """Warm-ups on each side, then `pairs` pairs of single samples in random order; one record per side."""
+                 rng: random.Random, run_id: str, env_id: str, progress, max_pairs: int | None = None,
+                 threshold: float = 0.05, alpha: float = 0.05) -> tuple[Result, Result]:
+    """Warm-ups on each side, then `pairs` pairs of single samples in random order; where those leave the case
+    undecided, more pairs up to `max_pairs` (a second look, which decide.paired corrects for). One record per
+    side; `extra.ab_first_look` says how many pairs the first look saw."""
     attempts = []
     for side, case in zip(sides, (a, b)):
         base = dict(run_id=run_id, experiment=case.spec.experiment, case=case.spec.name, params=case.params,
@@ -173,8 +184,13 @@ def measure_pair(a: CaseRun, b: CaseRun, sides: tuple[Side, Side], pairs: int, w
                 progress.update(f"side {att.side.name}: warm-up")
                 step(att, "warm-up", lambda: att.warm.extend(
                     v for _, _, v in att.side.worker.samples(warmup, 0, deadline)), deadline)
-        for i in range(pairs):
-            if len(live) < 2:
+        target, i = pairs, 0
+        while len(live) == 2:
+            if i == pairs and max_pairs and max_pairs > pairs and undecided(  # the first look
+                    attempts[0].result({}), attempts[1].result({}), threshold, alpha):
+                target = max_pairs
+                progress.update(f"undecided after {pairs} pairs: taking up to {max_pairs}")
+            if i >= target:
                 break
             order = list(live)
             rng.shuffle(order)
@@ -183,7 +199,8 @@ def measure_pair(a: CaseRun, b: CaseRun, sides: tuple[Side, Side], pairs: int, w
                     v for _, _, v in att.side.worker.samples(0, 1, deadline)), deadline)
             if len(live) == 2:
                 ra, rb = attempts[0].samples[-1], attempts[1].samples[-1]
-                progress.update(f"pair {i + 1}/{pairs}: A {ra:.4g} s  B {rb:.4g} s  B/A {rb / ra:.3f}")
+                progress.update(f"pair {i + 1}/{target}: A {ra:.4g} s  B {rb:.4g} s  B/A {rb / ra:.3f}")
+            i += 1
         for att in list(live):
             extra = step(att, "checks", lambda: att.side.worker.finish(deadline), deadline)
             if extra is not None:
@@ -193,7 +210,7 @@ def measure_pair(a: CaseRun, b: CaseRun, sides: tuple[Side, Side], pairs: int, w
     if all(att.failure is None for att in attempts) and len(attempts[0].samples) != len(attempts[1].samples):
         attempts[0].failure = ("error", {"type": "Unpaired", "message": "the sides took different numbers of samples"})
     for att in attempts:
-        att.extra = {**att.extra, "ab_side": att.side.name, "ab_pairs": pairs}
+        att.extra = {**att.extra, "ab_side": att.side.name, "ab_pairs": len(att.samples), "ab_first_look": pairs}
     return attempts[0].result(machine), attempts[1].result(machine)
 
 

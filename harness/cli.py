@@ -132,6 +132,9 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--pairs", type=int, metavar="N",
                     help="pairs per case (default: enough that one regressed case among the selected ones can "
                          "pass Benjamini-Hochberg, at least 10)")
+    ab.add_argument("--max-pairs", type=int, metavar="M",
+                    help="where the first pairs can tell neither a regression nor 'no change', take more, up to M "
+                         "(default 3 x the pairs; 0: never). Each case's p is then corrected for the two looks")
     ab.add_argument("--warmup", type=int, help="warm-up samples per side per case, not paired (default 1)")
     ab.add_argument("--threshold", type=float, default=0.05, metavar="F",
                     help="smallest relative slowdown that counts (default 0.05 = 5%%)")
@@ -370,7 +373,7 @@ def _execute(req: RunRequest) -> int:
     from .coordinator import (Coordinator, Interrupted, Settings, WorkerHandle, WorkerSettings, WorkerStartFailed,
                               exit_code, run_summary)
     from .env import env_id, fingerprint
-    from .masking import secret_values
+    from .masking import mask_text, secret_values
     from .progress import Progress
 
     args, run_id, run_dir = req.args, req.run_id, req.run_dir
@@ -379,6 +382,10 @@ def _execute(req: RunRequest) -> int:
     eid = env_id(env)
     env["env_id"] = eid
     env_file = run_dir / record.ENV_FILE
+    # how the run was asked for and how it ended: `harness log` summarises the run in MLflow from it
+    env["invocation"] = {"targets": list(args.targets), "suite": req.plan.description or None,
+                         "repeats": args.repeats, "warmup": args.warmup, "timeout_s": args.timeout,
+                         "master": args.master, "outcome": "running"}
     record.write_json(env_file, env)
     settings = Settings(args.repeats, args.warmup, args.timeout, suite=dict(req.plan.defaults))
 
@@ -400,12 +407,19 @@ def _execute(req: RunRequest) -> int:
         progress.message(f"resuming {run_id}: {len(skip)} case(s) already recorded, {len(todo)} to run")
     for line in reruns:
         progress.message(line)
+    if any(c.spec.spark for c in todo):  # what the worker's log would hide: secrets on java's command line
+        from .spark import command_line_warnings
+
+        for line in command_line_warnings(req.conf):
+            progress.message(f"harness: warning: {line}")
     worker = WorkerHandle(WorkerSettings(run_id, run_dir, args.master, req.conf, args.data, seed=args.seed,
                                          timeout_s=settings.run_timeout_s), run_dir / "worker.log")
-    coordinator = Coordinator(run_id, results_file, eid, settings, on_record=sink.case if sink else None,
+    on_record = (lambda r: sink.case(r, spark=worker.spark_info)) if sink else None
+    coordinator = Coordinator(run_id, results_file, eid, settings, on_record=on_record,
                               progress=progress, secrets=secret_values(req.conf, dict(os.environ)),
                               results=req.previous)
     interrupted = start_failure = None
+    outcome = "failed"  # how the run itself ends (MLflow's parent status): until it finishes, a crash
     old_handlers = _interrupts_raise()
 
     def usual_signals() -> None:  # a second Ctrl-C or SIGTERM ends the clean-up as usual
@@ -414,12 +428,14 @@ def _execute(req: RunRequest) -> int:
 
     try:
         coordinator.run(req.plan.cases, worker, skip)
+        outcome = "finished"
     except (Interrupted, KeyboardInterrupt) as e:
         usual_signals()
         interrupted = e.signum if isinstance(e, Interrupted) else signal.SIGINT
+        outcome = "interrupted"
         worker.kill("interrupted")  # the worker and everything it started (JVM, child processes)
         progress.message(f"\ninterrupted: finished cases are kept in {results_file}; continue with:\n  "
-                         + resume_command(args, run_id))
+                         + mask_text(resume_command(args, run_id)))
     except WorkerStartFailed as e:
         start_failure = str(e)
     finally:
@@ -428,7 +444,10 @@ def _execute(req: RunRequest) -> int:
         if worker.spark_info:
             env["spark"] = worker.spark_info
         env["workers"] = worker.starts  # each worker process started, and why (never charged to a case)
+        env["invocation"]["outcome"] = outcome
         record.write_json(env_file, env)
+        if sink and outcome == "failed" and not start_failure:  # the harness itself broke: say so in MLflow
+            sink.finish(record.read(results_file)[0] if results_file.exists() else [], [env_file], outcome, env)
     all_results = record.read(results_file)[0] if results_file.exists() else []
     all_results = record.dedupe_latest(all_results)
     report_path = None
@@ -436,7 +455,7 @@ def _execute(req: RunRequest) -> int:
         report_path = _try_report(run_dir, progress)
     if sink:
         arts = [results_file, env_file] + ([report_path, report_path.parent / "plots"] if report_path else [])
-        sink.finish(arts, failed=bool(interrupted or start_failure) or exit_code(all_results) != 0)
+        sink.finish(all_results, arts, outcome, env)
     counts = run_summary(all_results)
     print(f"\nrun {run_id}: " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     print(f"  results:  {results_file}")
@@ -499,14 +518,19 @@ def cmd_log(args) -> int:
     results_root = args.run_dir.resolve().parent
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(results_root)
     sink = MlflowSink(uri, results_root)
-    if not sink.start(results[0].run_id, env):
+    results = record.dedupe_latest(results)
+    first_start = min((r.started_at for r in results if r.started_at), default=None)
+    if not sink.start(results[0].run_id, env, (env.get("invocation") or {}).get("suite") or "", first_start):
         return _error(sink.failure or "MLflow unavailable")
     before = len(sink.logged)
-    for r in record.dedupe_latest(results):
+    for r in results:
         sink.case(r)
     report = args.run_dir / "report.html"
     arts = [results_file, env_file] + ([report, args.run_dir / "plots"] if report.is_file() else [])
-    sink.finish([a for a in arts if a.exists()], failed=any(r.status in ("error", "timeout") for r in results))
+    # the same summary as `harness run` gives; a run folder from before `invocation` was stored counts as finished
+    outcome = (env.get("invocation") or {}).get("outcome")
+    outcome = outcome if outcome in ("interrupted", "failed") else "finished"
+    sink.finish(results, [a for a in arts if a.exists()], outcome)
     if sink.failure:
         return _error(sink.failure)
     print(f"logged {len(sink.logged) - before} case(s) of run {results[0].run_id} to {sink.uri} "

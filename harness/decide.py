@@ -114,11 +114,17 @@ def compare(baseline: Iterable[Result], current: Iterable[Result], threshold: fl
     return decision
 
 
-def paired(pairs: Sequence[tuple[Result, Result]], threshold: float = 0.05, alpha: float = 0.05) -> Decision:
+def paired(pairs: Sequence[tuple[Result, Result]], threshold: float = 0.05, alpha: float = 0.05,
+           looks: int = 1, first_look: dict[str, int] | None = None) -> Decision:
     """Paired: one (A, B) record pair per case whose samples were taken in pairs (A.samples[i] with
     B.samples[i]); tests the paired log ratios (Wilcoxon signed-rank). A and B may differ in params (an axis
-    changed on one side); the verdict carries B's identity."""
-    return _decide(list(pairs), threshold, alpha, paired=True)
+    changed on one side); the verdict carries B's identity.
+
+    Sequential sampling: when the sampler was allowed to look at a case `looks` times (take more pairs where the
+    first ones could not decide), each case's p is Bonferroni-corrected for those looks: `looks` x the smallest
+    p seen (at the first look, `first_look[identity]` pairs, and at the end). That keeps the false-alarm rate at
+    alpha whether or not a case was extended, at the price of a stricter test at each look."""
+    return _decide(list(pairs), threshold, alpha, paired=True, looks=looks, first_look=first_look or {})
 
 
 def default_pairs(n_cases: int, alpha: float = 0.05, at_least: int = 10) -> int:
@@ -133,11 +139,14 @@ def default_pairs(n_cases: int, alpha: float = 0.05, at_least: int = 10) -> int:
 # --- per case ------------------------------------------------------------------------------------------------
 
 
-def _decide(pairs: list[tuple[Result, Result]], threshold: float, alpha: float, paired: bool) -> Decision:
+def _decide(pairs: list[tuple[Result, Result]], threshold: float, alpha: float, paired: bool, looks: int = 1,
+            first_look: dict[str, int] | None = None) -> Decision:
     cases: list[CaseVerdict] = []
     not_comparable: list[dict[str, Any]] = []
     for a, b in pairs:
         outcome = _measure(a, b, paired)
+        if looks > 1 and isinstance(outcome, CaseVerdict) and not math.isnan(outcome.p):
+            _correct_for_looks(outcome, a, b, looks, (first_look or {}).get(b.identity))
         if isinstance(outcome, str):
             not_comparable.append({"identity": b.identity, "experiment": b.experiment, "case": b.case,
                                    "params": b.params, "reason": outcome})
@@ -148,10 +157,22 @@ def _decide(pairs: list[tuple[Result, Result]], threshold: float, alpha: float, 
         cv.q = q
     for cv, q in zip(tested, stats.benjamini_hochberg([cv.p_better for cv in tested])):
         cv.q_better = q
-    lone_alpha = alpha / max(1, len(tested))
+    lone_alpha = alpha / max(1, len(tested)) / looks  # what a lone changed case's (uncorrected) p must reach
     for cv in tested:
         _judge(cv, threshold, alpha, lone_alpha)
     return Decision(paired, threshold, alpha, cases, not_comparable, lone_alpha)
+
+
+def _correct_for_looks(cv: CaseVerdict, a: Result, b: Result, looks: int, first: int | None) -> None:
+    """Bonferroni over the looks the sampler was allowed: looks x the smallest p seen (first look and end)."""
+    ps, ps_better = [cv.p], [cv.p_better]
+    if first and first < len(b.samples):
+        early = stats.wilcoxon_signed_rank(stats.worse_log_ratios(a.samples[:first], b.samples[:first], b.better))
+        ps.append(early.p)
+        ps_better.append(early.p_better)
+    cv.p, cv.p_better = min(1.0, looks * min(ps)), min(1.0, looks * min(ps_better))
+    cv.min_p = min(1.0, looks * cv.min_p)
+    cv.p_method += f", Bonferroni over {looks} looks"
 
 
 def _measure(a: Result, b: Result, paired: bool) -> CaseVerdict | str:

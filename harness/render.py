@@ -81,7 +81,11 @@ def _how_to_read(decision: Decision) -> list[str]:
         lines = ["ratio: ratio of medians, oriented so > 1 is worse (time up or throughput down); CI: "
                  "distribution-free (pairwise ratios, Moses), with its real coverage. p: one-sided Mann-Whitney U, "
                  "exact permutation p (ties included)."]
-    sampled = [c.label for c in decision.cases if c.p_method not in ("", "exact")]
+    looks = round(decision.alpha / max(1, n) / decision.lone_alpha) if decision.lone_alpha else 1
+    if looks > 1:
+        lines.append(f"Sequential: a case whose first pairs could not decide got more pairs; each p is Bonferroni-"
+                     f"corrected for the {looks} looks (x{looks}), so the false-alarm rate stays at alpha.")
+    sampled = [c.label for c in decision.cases if c.p_method.split(",")[0] not in ("", "exact")]
     if sampled:
         lines.append(f"p from seeded random permutations (too many samples to count) for: {'; '.join(sampled)}.")
     unit = "pairs" if decision.paired else "samples"
@@ -89,7 +93,8 @@ def _how_to_read(decision: Decision) -> list[str]:
                  f"alpha={decision.alpha:g}; a case regressed when q <= {decision.alpha:g} and ratio > "
                  f"{1 + decision.threshold:.3g} (threshold {_pct(decision.threshold)}).")
     lines.append(f"detectable: smallest worsening these {unit} detect with {POWER:.0%} power (simulated for this "
-                 f"test at the observed noise) at a lone-case p <= {decision.lone_alpha:.2g} (alpha/{n}); "
+                 f"test at the observed noise) at a lone-case p <= {decision.lone_alpha:.2g} (alpha/{n}"
+                 f"{f'/{looks} looks' if looks > 1 else ''}); "
                  "`inconclusive` means no regression was found but one of the threshold's size could have been "
                  "missed.")
     return lines

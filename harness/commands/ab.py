@@ -38,6 +38,8 @@ def _problems(args) -> tuple[list[str], dict[str, dict[str, str]]]:
             problems.append(f"--{name} {value}: takes {need}")
     if args.pairs is not None and (args.pairs < 3 or args.pairs > 100000):
         problems.append(f"--pairs {args.pairs}: takes a whole number from 3 (the signed-rank test needs pairs)")
+    if args.max_pairs is not None and args.max_pairs < 0:
+        problems.append(f"--max-pairs {args.max_pairs}: takes a whole number >= 0 (0: a fixed number of pairs)")
     if args.pin_cpu is not None and args.pin_cpu not in os.sched_getaffinity(0):
         problems.append(f"--pin-cpu {args.pin_cpu}: not a CPU this process may use "
                         f"(available: {sorted(os.sched_getaffinity(0))})")
@@ -89,7 +91,11 @@ def run(args) -> int:
         except JavaMissing as e:
             return render.print_error(str(e), args.json)
 
-    n_pairs = args.pairs or decide.default_pairs(len(pairs_of_cases), args.alpha)
+    n_pairs = args.pairs or decide.default_pairs(len(pairs_of_cases), args.alpha / 2)
+    max_pairs = args.max_pairs if args.max_pairs is not None else 3 * n_pairs
+    if max_pairs and max_pairs < n_pairs:
+        return render.print_error(f"--max-pairs {max_pairs} is below --pairs {n_pairs}: give at least as many, "
+                                  "or 0 for a fixed number of pairs", args.json)
     warmup = 1 if args.warmup is None else args.warmup
     timeout_s = args.timeout or 900.0
     run_id = args.run_id or "ab-" + _new_run_id()
@@ -122,8 +128,9 @@ def run(args) -> int:
                            timeout_s=timeout_s),
             run_dir / side.name / "worker.log", python=side.python, code_root=side.code_root)
     progress = Progress(len(pairs_of_cases), stream=sys.stderr)
-    progress.message(f"ab {run_id}: {len(pairs_of_cases)} case(s), {n_pairs} pairs each after {warmup} warm-up(s) "
-                     f"per side; A = {_say(sides[0])}; B = {_say(sides[1])}")
+    progress.message(f"ab {run_id}: {len(pairs_of_cases)} case(s), {n_pairs} pairs each (up to {max(max_pairs, n_pairs)} "
+                     f"where undecided) after {warmup} warm-up(s) per side; A = {_say(sides[0])}; "
+                     f"B = {_say(sides[1])}")
     rng = random.Random(args.seed)
     interrupted = start_failure = None
     old = _interrupts_raise()
@@ -134,7 +141,8 @@ def run(args) -> int:
                 for side in sides:
                     side.worker.ensure_started()
                     pin_to_cpu(side.worker, args.pin_cpu)
-            ra, rb = measure_pair(a, b, tuple(sides), n_pairs, warmup, timeout_s, rng, run_id, eid, progress)
+            ra, rb = measure_pair(a, b, tuple(sides), n_pairs, warmup, timeout_s, rng, run_id, eid, progress,
+                                  max_pairs, args.threshold, args.alpha)
             for side, r in zip(sides, (ra, rb)):
                 record.append(run_dir / side.name / record.RESULTS_FILE, r)
                 side.records.append(r)
@@ -156,9 +164,12 @@ def run(args) -> int:
                               {**env, "spark": side.worker.spark_info, "workers": side.worker.starts,
                                "ab_side": side.describe()})
         _cleanup(repo, checkouts)
+    looks = 2 if max_pairs > n_pairs else 1
     decision = decide.paired([(ra, rb) for ra, rb in zip(sides[0].records, sides[1].records)],
-                             args.threshold, args.alpha)
-    context = {"run_id": run_id, "run_dir": str(run_dir), "pairs": n_pairs, "warmup": warmup,
+                             args.threshold, args.alpha, looks=looks,
+                             first_look={rb.identity: n_pairs for rb in sides[1].records})
+    context = {"run_id": run_id, "run_dir": str(run_dir), "pairs": n_pairs, "max_pairs": max_pairs, "looks": looks,
+               "warmup": warmup,
                "order": "random within each pair", "pinned_cpu": args.pin_cpu,
                "sides": [s.describe() for s in sides]}
     out = render.to_json(decision, context)
@@ -169,7 +180,9 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(out, indent=2))
     else:
-        preamble = [f"A/B {run_id}: PAIRED, interleaved ({n_pairs} pairs per case, order random within a pair)",
+        extended = "" if looks == 1 else f", up to {max_pairs} where the first {n_pairs} could not decide"
+        preamble = [f"A/B {run_id}: PAIRED, interleaved ({n_pairs} pairs per case{extended}; order random within "
+                    "a pair)",
                     f"  A: {_say(sides[0])}", f"  B: {_say(sides[1])}", f"  records: {run_dir}"]
         preamble += [f"  report:  {report}", ""] if report else [""]
         print(render.text(decision, preamble))
