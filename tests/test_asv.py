@@ -72,7 +72,7 @@ def test_quick_asv_run_of_calibration_fills_every_benchmark_and_publishes(asv_co
     assert len(files) == 1
     results = json.loads(files[0].read_text())["results"]
     assert set(results) == {"calibration.Sleep.track_wall_s", "calibration.Spin.track_wall_s",
-                            "calibration.SparkNoop.track_wall_s"}
+                            "calibration.SparkNoop.track_wall_s", "calibration.SparkSpin.track_wall_s"}
     for name, row in results.items():
         values = row[0]
         assert values and all(isinstance(v, float) and v > 0 for v in values), (name, row)
