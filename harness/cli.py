@@ -467,6 +467,8 @@ def _execute(req: RunRequest) -> int:
             from .sinks.mlflow import EXPERIMENT
 
             print(f"  mlflow:   {sink.uri} (experiment {EXPERIMENT}, run {run_id})")
+            if sink.ui_url:
+                print(f"            {sink.ui_url}")
     if report_path:
         print(f"  report:   {report_path}")
     for r in all_results:
@@ -534,7 +536,7 @@ def cmd_log(args) -> int:
     if sink.failure:
         return _error(sink.failure)
     print(f"logged {len(sink.logged) - before} case(s) of run {results[0].run_id} to {sink.uri} "
-          f"({before} were already there)")
+          f"({before} were already there)" + (f"\n  {sink.ui_url}" if sink.ui_url else ""))
     return EXIT_OK
 
 

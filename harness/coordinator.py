@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -25,7 +26,7 @@ from typing import Any, Callable, Iterator
 
 from . import protocol, record
 from .context import default_cache_dir
-from .masking import scrub
+from .masking import scrub, secret_values
 from .progress import Progress
 from .record import Result
 from .registry import code_version
@@ -251,7 +252,8 @@ class WorkerHandle(Worker):
     """A worker process (`python -m harness.worker`): started on first use, replaced after a kill.
 
     `python` and `code_root` choose the interpreter and the checkout whose harness it imports (default: this
-    interpreter and this checkout); `env` adds environment variables. Its output goes to `log_path`.
+    interpreter and this checkout); `env` adds environment variables. Its output (its own, Spark's JVM's, its
+    children's) goes to `log_path` through a pipe, with the values of secret confs and variables masked.
     """
 
     def __init__(self, settings: WorkerSettings, log_path: Path, python: str | None = None,
@@ -269,6 +271,7 @@ class WorkerHandle(Worker):
         self._next_id = 0
         self._pending: int | None = None  # the request without a final reply yet
         self._reason = "first case"
+        self._log_copier: threading.Thread | None = None
 
     @property
     def spark_started(self) -> bool:
@@ -313,20 +316,24 @@ class WorkerHandle(Worker):
         # the worker's own children (isolation, Spark's Python workers) import this checkout's harness too
         env["PYTHONPATH"] = os.pathsep.join([str(self.code_root)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else []))
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        out_r, out_w = os.pipe()
         try:
             with open(self.log_path, "ab") as log:
                 log.write(f"--- {now_iso()} worker start ({self._reason}) ---\n".encode())
-                log.flush()
-                self.proc = subprocess.Popen(
-                    [self.python, "-c", _BOOT, str(self.code_root), "--fds", f"{req_r},{rep_w},{ctl_r}"],
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                    pass_fds=(req_r, rep_w, ctl_r), start_new_session=True)
+            self.proc = subprocess.Popen(
+                [self.python, "-c", _BOOT, str(self.code_root), "--fds", f"{req_r},{rep_w},{ctl_r}"],
+                stdin=subprocess.DEVNULL, stdout=out_w, stderr=subprocess.STDOUT, env=env,
+                pass_fds=(req_r, rep_w, ctl_r), start_new_session=True)
         except OSError as e:
-            for fd in (req_r, req_w, rep_r, rep_w, ctl_r, ctl_w):
+            for fd in (req_r, req_w, rep_r, rep_w, ctl_r, ctl_w, out_r, out_w):
                 os.close(fd)
             raise WorkerStartFailed(f"cannot start a worker with {self.python}: {e}") from None
-        for fd in (req_r, rep_w, ctl_r):
+        for fd in (req_r, rep_w, ctl_r, out_w):
             os.close(fd)
+        secrets = secret_values(self.settings.conf, env)
+        self._log_copier = threading.Thread(target=copy_scrubbed, args=(out_r, self.log_path, secrets),
+                                            name="harness-worker-log", daemon=True)
+        self._log_copier.start()
         self._requests = os.fdopen(req_w, "wb")
         self._reader = protocol.LineReader(rep_r)
         self._control = os.fdopen(ctl_w, "wb")
@@ -414,6 +421,8 @@ class WorkerHandle(Worker):
                 stream.close()
         with contextlib.suppress(OSError):
             os.close(self._reader.fd)
+        if self._log_copier is not None:  # the log is complete before anyone reads its tail
+            self._log_copier.join(timeout=5)
         self.proc, self._pending, self._spark, self._reason = None, None, False, reason
 
     def _lost(self) -> WorkerLost:
@@ -431,6 +440,15 @@ class WorkerHandle(Worker):
         self.spark_info = self.spark_info or info
         if self.starts:
             self.starts[-1]["spark_startup_s"] = info.get("startup_s")
+
+
+def copy_scrubbed(fd: int, log_path: Path, secrets: list[str]) -> None:
+    """Copies a worker's output from the pipe `fd` into its log line by line, secret values masked, until every
+    process holding the pipe's other end has exited."""
+    with os.fdopen(fd, "rb") as source, open(log_path, "ab") as log:
+        for line in source:
+            log.write(scrub(line.decode(errors="replace"), secrets).encode())
+            log.flush()
 
 
 def log_tail(path: Path, lines: int = 30) -> str:
@@ -562,6 +580,8 @@ class Coordinator:
             if self.on_record:
                 self.on_record(result)
             self.progress.end_case(summary(result))
+            for warning in warnings_of(result):  # printed by the worker into its log: said here too
+                self.progress.message(f"harness: warning: {result.name}: {scrub(warning, self.secrets)}")
             out.append(result)
         return out
 
@@ -632,6 +652,20 @@ def summary(r: Result) -> str:
         text = f"{r.status.upper()}: {first[0][:150] if first else ''}"
     warning = busy(r.machine)
     return f"{text}  [{warning}]" if warning else text
+
+
+def warnings_of(r: Result) -> list[str]:
+    """What a record says the user must know beyond its status (the worker's own warnings go to its log only):
+    a launcher that listens beyond loopback, corrupt input files skipped, Spark figures cut short."""
+    out = []
+    if r.extra.get("listens_beyond_loopback"):
+        out.append(str(r.extra["listens_beyond_loopback"]))
+    if r.extra.get("corrupt_files"):
+        out.append(f"{r.extra['corrupt_files']} corrupt JPEG file(s) in --data were skipped")
+    spark = r.extra.get("spark")
+    if isinstance(spark, dict) and spark.get("incomplete"):
+        out.append(f"Spark metrics: {spark['incomplete']}")
+    return out
 
 
 def run_summary(results: list[Result]) -> dict[str, int]:

@@ -34,6 +34,13 @@ _PAIR_NAME = re.compile(r"""(?P<name>[A-Za-z_][\w.-]*)["']?\s*(?:=|:(?!//))\s*""
 _PAIR_VALUE = re.compile(r""""(?P<dq>[^"\n]+)"|'(?P<sq>[^'\n]+)'|(?P<value>[^\s"',;&)}\]]+)""")
 
 
+def spark_redaction_regex() -> str:
+    """This rule as Spark's own `spark.redaction.regex` (a Java regex matched against conf keys and values), so what
+    Spark writes itself, its event log, hides what the harness masks: secret names, and values holding a URL
+    password or a secret name (Spark then hides the whole value)."""
+    return "(?i)" + _SECRET_NAME.pattern + r"|://[^:/@\s]*:[^/@\s]+@"
+
+
 def is_secret_name(name: str) -> bool:
     return bool(_SECRET_NAME.search(name)) and not _SECRET_LOCATION.search(name)
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from .masking import is_secret_name, mask_mapping, mask_text
+from .masking import is_secret_name, mask_mapping, mask_text, spark_redaction_regex
 
 DEFAULT_CONF = {
     "spark.driver.host": "127.0.0.1",
@@ -31,6 +31,20 @@ DEFAULT_CONF = {
     "spark.sql.execution.arrow.pyspark.enabled": "true",
     "spark.sql.session.timeZone": "UTC",
 }
+
+
+EVENT_LOG_DIR = "spark-events"  # inside the run folder
+
+
+def event_log_conf(run_dir: Path) -> dict[str, str]:
+    """Spark's event log in the run folder: per-case metrics are read from it (harness.spark_metrics), and the
+    Spark History Server opens it. Plain and unrolled, so it can be read while it grows. The log holds the conf,
+    which Spark redacts by its own rule: here the harness's wider one (URL passwords, more secret names)."""
+    folder = Path(run_dir).resolve() / EVENT_LOG_DIR
+    folder.mkdir(parents=True, exist_ok=True)  # Spark refuses to start on a missing folder
+    return {"spark.eventLog.enabled": "true", "spark.eventLog.dir": folder.as_uri(),
+            "spark.eventLog.compress": "false", "spark.eventLog.rolling.enabled": "false",
+            "spark.redaction.regex": spark_redaction_regex()}
 
 
 class JavaMissing(RuntimeError):

@@ -1,7 +1,10 @@
 """The worker process: owns the run's context and SparkSession, builds cases and takes their timed calls.
 
 The coordinator starts it in a session of its own (`WorkerHandle` in harness.coordinator); its stdout and stderr
-go to a log file in the run folder, so nothing Spark or a library prints reaches the terminal or the protocol.
+(and those of the JVM and every child) go through a pipe to the coordinator, which writes them, secret values
+masked, to a log file in the run folder, so nothing Spark or a library prints reaches the terminal or the protocol.
+For a Spark case it also tags each job with the sample it ran in and reads the case's figures from Spark's event
+log at the end (harness.spark_metrics).
 Requests and replies (harness.protocol) travel on pipes; a control thread reads cancels from a third one, so a
 cancel reaches a worker whose main thread is inside a sample. Timing stays here: `timing.measure` around the
 call, and a sample is written to the pipe only after its clock stopped.
@@ -50,6 +53,7 @@ class OpenCase:
     samples: list[float] = field(default_factory=list)
     out: Any = None  # the last timed call's return value, for after()
     extra: dict[str, Any] = field(default_factory=dict)  # a SelfTimed case's measured extras
+    spark: Any = None  # spark_metrics.CaseMetrics of a Spark case: its jobs per sample, from the event log
 
 
 class Session:
@@ -107,10 +111,12 @@ class Session:
                                f"(harness at {Path(__file__).parent}) speaks {protocol.VERSION}")
         from .context import RunContext
         from .registry import load_all
+        from .spark import event_log_conf
 
         s = msg["settings"]
+        conf = {**event_log_conf(Path(s["run_dir"])), **(s.get("conf") or {})}  # a user's --conf wins
         self.ctx = RunContext(run_id=s["run_id"], run_dir=Path(s["run_dir"]), master=s.get("master"),
-                              conf=dict(s.get("conf") or {}), data=Path(s["data"]) if s.get("data") else None,
+                              conf=conf, data=Path(s["data"]) if s.get("data") else None,
                               cache_dir=Path(s["cache_dir"]), seed=int(s.get("seed", 42)),
                               timeout_s=float(s.get("timeout_s", 900.0)))
         load_all()
@@ -136,18 +142,23 @@ class Session:
         spec = msg.get("spec") or _lookup(msg["target"])  # in-process callers pass the CaseSpec itself
         version = code_version(spec.build)
         at_start = {}
+        metrics = None
         try:
             if self.ctx.spark_started:
                 at_start = _spark_activity(self.ctx.spark)
                 self.ctx.spark.sparkContext.setJobGroup(msg["group"], msg.get("label", msg["group"]),
                                                         interruptOnCancel=True)
+                if spec.spark:
+                    from .spark_metrics import CaseMetrics
+
+                    metrics = CaseMetrics(self.ctx.spark)
             built = spec.build(self.ctx, **msg["params"])
             if not isinstance(built, (Workload, SelfTimed)):
                 raise TypeError(f"{spec.target} builder returned {type(built).__name__}, expected Workload or "
                                 "SelfTimed")
         except BaseException as e:  # noqa: BLE001 - the failure is this case's record
             return {**failure("unavailable" if isinstance(e, Unavailable) else "error", e), "version": version}
-        self.case = OpenCase(built)
+        self.case = OpenCase(built, spark=metrics)
         return {"op": "ok", "version": version, "kind": type(built).__name__,
                 **{f"spark_{k}_at_start": v for k, v in at_start.items()}}
 
@@ -164,8 +175,10 @@ class Session:
         if isinstance(built, Workload):
             gc.collect()  # garbage from setup is collected here, not inside a timed call
             _, _, case.out = timing.measure(built.run, int(msg["warmup"]), int(msg["repeats"]), on_sample,
-                                            built.before)
+                                            _tagging(built.before, case.spark))
         else:
+            if case.spark is not None:  # its samples come out of one call: Spark's figures are the whole case's
+                case.spark.split = False
             m = built.measure(int(msg["warmup"]), int(msg["repeats"]), float(msg.get("timeout_s") or 900.0))
             for phase, values in (("warmup", m.warmup), ("repeat", m.samples)):
                 for i, value in enumerate(values):
@@ -176,12 +189,16 @@ class Session:
     def op_finish(self, msg, emit) -> dict[str, Any]:
         case = self._open()
         built = case.built
+        if case.spark is not None:
+            case.spark.phase("checks")
         if isinstance(built, Workload):
             extra = dict(built.extra)
             if built.after is not None:
                 extra.update(built.after(case.out, list(case.samples), list(case.warmup)) or {})
         else:
             extra = case.extra
+        if case.spark is not None:
+            extra["spark"] = case.spark.collect()
         self.case = None
         if built.teardown is not None:
             built.teardown()
@@ -207,6 +224,11 @@ class Session:
     def close_case(self) -> None:
         """Tears down a case that failed or was cancelled; its teardown's own failure changes nothing now."""
         case, self.case = self.case, None
+        if case is not None and case.spark is not None:
+            try:
+                case.spark.untag()
+            except Exception:  # noqa: BLE001 - a dying JVM
+                pass
         if case is not None and case.built.teardown is not None:
             try:
                 case.built.teardown()
@@ -223,6 +245,21 @@ class Session:
             if busy == 0 or time.monotonic() >= end:
                 return busy
             time.sleep(0.05)
+
+
+def _tagging(before: Callable[[str], None] | None, metrics) -> Callable[[str], None] | None:
+    """The untimed per-sample hook, plus tagging the sample's Spark jobs (`warmup:I`, `repeat:I`)."""
+    if metrics is None:
+        return before
+    counts = {"warmup": 0, "repeat": 0}
+
+    def hook(phase: str) -> None:
+        if before is not None:
+            before(phase)
+        metrics.phase(f"{phase}:{counts[phase]}")
+        counts[phase] += 1
+
+    return hook
 
 
 def _lookup(target: str):

@@ -65,8 +65,8 @@ def test_run_records_jsonl_and_mlflow_with_secrets_masked(tmp_path):
     assert set(by_case) == {"sleep", "spark_noop"}
     sleep = by_case["sleep"]
     assert sleep.data.params == {"ms": "20"} and sleep.data.tags["status"] == "ok"
-    assert len(client.get_metric_history(sleep.info.run_id, "wall_s")) == 4
-    assert abs(sleep.data.metrics["wall_s_median"] - results[0].stats["median"]) < 1e-9
+    assert len(client.get_metric_history(sleep.info.run_id, "wall_s_sample")) == 4
+    assert abs(sleep.data.metrics["wall_s"] - results[0].stats["median"]) < 1e-9  # the headline is the median
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"results.jsonl", "env.json"} <= artifacts
 
@@ -261,7 +261,7 @@ def test_run_logs_straight_to_a_real_server(tmp_path, mlflow_server):
     client = MlflowClient(mlflow_server)
     exp = client.get_experiment_by_name("spark-ml-harness")
     case = client.search_runs([exp.experiment_id], "tags.`harness.run_id` = 'online' and tags.`case` = 'spin'")[0]
-    assert len(client.get_metric_history(case.info.run_id, "wall_s")) == 3
+    assert len(client.get_metric_history(case.info.run_id, "wall_s_sample")) == 3
     parent = client.get_run(case.data.tags["mlflow.parentRunId"])
     assert {"results.jsonl", "env.json"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
 

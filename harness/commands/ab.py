@@ -244,4 +244,4 @@ def _log_mlflow(args, run_dir: Path, run_id: str, env: dict, sides) -> None:
             return
         for r in side.records:
             sink.case(r)
-        sink.finish([run_dir / side.name / record.RESULTS_FILE, run_dir / "ab.json"], failed=False)
+        sink.finish(side.records, [run_dir / side.name / record.RESULTS_FILE, run_dir / "ab.json"])

@@ -330,6 +330,9 @@ def case_table(shown: list[Result], candidates: list[Result], limit_names: set[s
     if limits:
         columns.append(f"{'/'.join(sorted(limit_names))} leads by")
     columns += extras
+    with_spark = any(spark_cell(r) for r in shown)
+    if with_spark:
+        columns.append(SPARK_COLUMN)
     rows = []
     for r in shown:
         row = [r.case] + ([params_text(r.params, keys)] if keys else []) + [
@@ -341,13 +344,34 @@ def case_table(shown: list[Result], candidates: list[Result], limit_names: set[s
             lim = best_match(r, limits)
             row.append("(limit)" if r.case in limit_names else
                        times(gain(median(lim), median(r), r.better)) if lim else "—")
-        rows.append(row + [fmt(r.extra.get(k)) for k in extras])
+        rows.append(row + [fmt(r.extra.get(k)) for k in extras] + ([spark_cell(r) or "—"] if with_spark else []))
     same = constant_params(shown)
     caption = f"Same for every row: {params_text(same)}." if same else ""
     if ref_names:
         caption += (" Speedup: how many times better than the reference case with the same params; 'not clear' "
                     "when the two intervals overlap.")
+    if with_spark:
+        caption += (f" {SPARK_COLUMN}: Spark's own figures from its event log (median per timed sample): tasks, "
+                    "executor run time summed over the tasks, bytes read, and the longest task against the median "
+                    "one where it exceeds 2×; '(whole case)': a case timed in one call of its own, whose figures "
+                    "include its warm-ups and setup. Every figure is in `harness export` (extra.spark.*).")
     return Table(columns, rows, caption.strip())
+
+
+SPARK_COLUMN = "Spark: tasks · task s · input MB"
+
+
+def spark_cell(r: Result) -> str:
+    """Spark's figures for a case beside its time (extra.spark, harness.spark_metrics); '' when it has none."""
+    spark = r.extra.get("spark")
+    if not isinstance(spark, dict) or spark.get("tasks") is None:
+        return ""
+    mb = (spark.get("input_bytes") or 0) / 1e6
+    text = f"{fmt(spark['tasks'])} · {fmt(spark.get('executor_run_time_s'))} · {fmt(mb)}"
+    skew = spark.get("task_skew")
+    if isinstance(skew, (int, float)) and skew > 2:
+        text += f" · skew {skew:.1f}×"
+    return text + ("" if str(spark.get("scope", "")).startswith("median") else " (whole case)")
 
 
 def _speedup_cell(r: Result, found: tuple[float, Result] | None, name_it: bool) -> str:
@@ -489,8 +513,9 @@ def latency_vs_rate(exp: str, ok: list[Result]) -> list[Chart]:
                 f"Dashed line: {knee_text}.")
         table = Table(["input rate (rows/s)", "sustained rows/s", "capacity rows/s", "p50 latency (s)",
                        "p95 latency (s)", "p99 latency (s)", "utilisation", "kept up"], rows,
-                      "capacity: rows / time busy in triggers; kept up: sustained >= 80% of the input rate and "
-                      "utilisation < 95%.")
+                      f"Params: {params_text({k: v for k, v in rs[0].params.items() if k != RATE_AXIS})}. "
+                      "capacity: rows / time busy in triggers; utilisation: that time / the window; kept up: "
+                      "sustained >= 90% of the input rate and the latency not growing over the window.")
         out.append(Chart(f"{exp}: streaming latency vs input rate ({name})", plot, table, note, height_in=4.6))
     return out
 
