@@ -9,20 +9,17 @@ The decision (decide.paired): one-sided Wilcoxon signed-rank on d = log(B/A), Be
 from __future__ import annotations
 
 import contextlib
-import os
 import random
 import shutil
 import subprocess
 import sys
-import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import record
-from .coordinator import (CaseFailed, Deadline, MachineProbe, WorkerHandle, WorkerLost, WorkerSettings,
-                          WorkerStartFailed, code_version, now_iso, summary)
+from .coordinator import CaseFailed, Deadline, MachineProbe, WorkerHandle, WorkerLost, code_version, now_iso
 from .record import Result
 from .spec import CaseRun
 from .stats import summarize
@@ -148,7 +145,7 @@ def measure_pair(a: CaseRun, b: CaseRun, sides: tuple[Side, Side], pairs: int, w
         if att in live:
             live.remove(att)
 
-    def step(att: _Attempt, what: str, fn, deadline: float):
+    def step(att: _Attempt, what: str, fn, *_):
         try:
             return fn()
         except CaseFailed as e:
@@ -165,13 +162,18 @@ def measure_pair(a: CaseRun, b: CaseRun, sides: tuple[Side, Side], pairs: int, w
         return None
 
     try:
+        progress.update("starting the workers")
         for att in list(live):
-            w = att.side.worker
-            progress.update(f"side {att.side.name}: starting")
-            step(att, "start-up", w.ensure_started, 0)
-            if att in live and att.case.spec.spark and not w.spark_started:
-                progress.update(f"side {att.side.name}: starting Spark")
-                step(att, "Spark start-up", w.start_spark, 0)
+            step(att, "start-up", att.side.worker.ensure_started, 0)
+        cold = [att for att in live if att.case.spec.spark and not att.side.worker.spark_started]
+        if cold:  # both JVMs start at once: half the wait, and neither start is charged to a case
+            progress.update("starting Spark")
+            starts = [threading.Thread(target=step, args=(att, "Spark start-up", att.side.worker.start_spark, 0))
+                      for att in cold]
+            for t in starts:
+                t.start()
+            for t in starts:
+                t.join()
         probe = MachineProbe()
         deadline = time.monotonic() + timeout_s
         for att in list(live):
@@ -223,9 +225,3 @@ def pin_to_cpu(worker: WorkerHandle, cpu: int) -> None:
             psutil.Process(worker.pid).cpu_affinity([cpu])
 
 
-def tempdir_for_checkouts(run_dir: Path) -> Path:
-    return Path(tempfile.mkdtemp(prefix="checkouts-", dir=run_dir))
-
-
-__all__ = ["AbError", "Side", "pair_plans", "checkout", "remove_checkout", "git_root", "measure_pair",
-           "pin_to_cpu", "summary", "record", "os"]
