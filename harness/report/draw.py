@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 from .records import BASE_WORKERS, fmt, slug
-from .views import Chart, CurvesPlot, DotsPlot, ScalingPlot
+from .views import Chart, CurvesPlot, DotsPlot, LatencyPlot, ScalingPlot
 
 DPI = 100
 WIDTH_IN = 10.0
@@ -29,7 +29,8 @@ def render(chart: Chart, plot_dir: Path, index: int) -> Path:
     matplotlib.use("Agg", force=True)
     from matplotlib.figure import Figure
 
-    drawer = {DotsPlot: draw_dots, ScalingPlot: draw_scaling, CurvesPlot: draw_curves}[type(chart.plot)]
+    drawer = {DotsPlot: draw_dots, ScalingPlot: draw_scaling, CurvesPlot: draw_curves,
+              LatencyPlot: draw_latency}[type(chart.plot)]
     fig = Figure(figsize=(WIDTH_IN, min(max(chart.height_in, 3.0), 30.0)), dpi=DPI, layout="constrained")
     drawer(fig, chart.plot)
     fig.suptitle(chart.title, fontsize=11)
@@ -156,4 +157,42 @@ def draw_curves(fig, plot: CurvesPlot) -> None:
     ax.set_xlabel("wall time since training start (s)")
     ax.set_ylabel(f"test {plot.metric}")
     ax.grid(alpha=0.3)
+    _legend_below(fig, handles)
+
+
+def draw_latency(fig, plot: LatencyPlot) -> None:
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax1, ax2 = fig.subplots(1, 2)
+    handles = []
+    for (q, values), color in zip(plot.latencies.items(), _palette(len(plot.latencies))):
+        pts = [(x, v, ok) for x, v, ok in zip(plot.rates, values, plot.kept_up) if v is not None]
+        ax1.plot([p[0] for p in pts], [p[1] for p in pts], "-", color=color)
+        for x, v, ok in pts:  # hollow: this rate did not keep up
+            ax1.plot([x], [v], "o", color=color, mfc=color if ok else "white")
+        handles.append(Line2D([], [], color=color, marker="o", label=f"{q} latency"))
+    sustained = [(x, v) for x, v in zip(plot.rates, plot.sustained) if v is not None]
+    ax2.plot([p[0] for p in sustained], [p[1] for p in sustained], "o-", color="black")
+    ax2.plot(plot.rates, plot.rates, ":", color="gray")
+    handles += [Line2D([], [], color="black", marker="o", label="sustained rows/s"),
+                Line2D([], [], color="gray", ls=":", label="sustained = offered"),
+                Line2D([], [], marker="o", mfc="white", color="gray", ls="", label="did not keep up")]
+    if plot.knee is not None:
+        for ax in (ax1, ax2):
+            ax.axvline(plot.knee, color="black", ls="--", lw=1)
+        handles.append(Line2D([], [], color="black", ls="--", label=f"knee: {fmt(plot.knee)} rows/s"))
+    for ax in (ax1, ax2):
+        if len(plot.rates) > 1 and max(plot.rates) / max(min(plot.rates), 1e-9) > 10:
+            ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+        ax.set_xlabel("input rate offered (rows/s)")
+        ax.grid(alpha=0.3)
+    ax1.set_ylabel("end-to-end latency (s)")
+    ax1.set_ylim(bottom=0)
+    ax1.set_title("latency percentiles", fontsize=9)
+    ax2.set_ylabel("rows/s processed")
+    ax2.set_title("sustained throughput", fontsize=9)
     _legend_below(fig, handles)

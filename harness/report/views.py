@@ -4,8 +4,9 @@
 Per experiment: medians with interval whiskers per case, grouped by the params that vary, with each case's
 speedup over its reference and its distance to its limit in the table under the chart (references and limits
 come from the records' roles); throughput and efficiency against workers for records with a `workers` param;
-quality-against-time curves from extras holding [wall_s, metric] pairs. Several runs also get each case side by
-side, with `harness compare`'s verdict (decide.compare, the same unpaired decision).
+quality-against-time curves from extras holding [wall_s, metric] pairs; streaming sweeps (an `input_rate` param
+with latency percentile extras) as latency against input rate, the knee marked. Several runs also get each case
+side by side, with `harness compare`'s verdict (decide.compare, the same unpaired decision).
 """
 from __future__ import annotations
 
