@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, harness_cli
+from support import ROOT, harness_cli
 
 from harness import record
 

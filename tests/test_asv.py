@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from support import ROOT
 
 ASV = [sys.executable, "-m", "asv"]
 if str(ROOT) not in sys.path:  # `benchmarks` is a top-level folder, not part of the installed package

@@ -7,7 +7,7 @@ import sys
 import time
 from datetime import datetime
 
-from conftest import ROOT, free_port, harness_cli
+from support import ROOT, free_port, harness_cli
 
 from harness import record
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, harness_cli
+from support import ROOT, harness_cli
 
 from harness import record
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import harness_cli
+from support import harness_cli
 
 from harness import decide, record, stats
 from harness.record import Result

@@ -188,7 +188,7 @@ def test_a_decompression_bomb_header_is_skipped_as_corrupt_with_its_name(tmp_pat
 
 
 def test_a_decompression_bomb_in_data_does_not_abort_the_case(tmp_path):
-    from conftest import harness_cli
+    from support import harness_cli
 
     from harness import record
 
@@ -206,7 +206,7 @@ def test_a_decompression_bomb_in_data_does_not_abort_the_case(tmp_path):
 
 
 def test_a_symlink_loop_in_data_is_reported_as_such_before_anything_runs(tmp_path):
-    from conftest import harness_cli
+    from support import harness_cli
 
     root = tmp_path / "d"
     generate_tree(root, 4, 4, n_classes=2, seed=5, workers=1)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, run_case
+from support import free_port, run_case
 
 ROWS = 3000  # scoring rows: the ~1,000 test rows of the co2 task, cycled
 SMALL = dict(task="co2", model="linear", rows=ROWS, batch_size=256, max_records_per_batch=1000)

@@ -6,7 +6,7 @@ import os
 import shutil
 
 import pytest
-from conftest import harness_cli, run_case
+from support import harness_cli, run_case
 
 from harness.data.images import generate_tree, scan_tree
 

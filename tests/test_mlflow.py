@@ -10,7 +10,7 @@ from datetime import datetime
 
 import pytest
 
-from conftest import harness_cli
+from support import harness_cli
 from harness import record
 
 SUITE = """description = "MLflow shape check"

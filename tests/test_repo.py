@@ -4,7 +4,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT
+from support import ROOT
 
 # built from parts so this file does not match itself
 _OUTSIDE = re.compile(r"(\.\./|parent\s*(/|\.)\s*[\"']?)" + "sha" + "red\\b")

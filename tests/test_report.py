@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import harness_cli
+from support import harness_cli
 
 from harness import decide
 from harness.record import Result, read

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import ROOT, harness_cli
+from support import ROOT, harness_cli
 
 from harness import isolation, record
 from harness.context import RunContext

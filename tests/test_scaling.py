@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, free_port, harness_cli, run_case
+from support import ROOT, free_port, harness_cli, run_case
 
 # small enough for a loaded 2-core machine; the model is the training issue's mlp unless a test says otherwise
 TINY = dict(model="mlp", batch_size=16, batches=2)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, harness_cli, run_case
+from support import ROOT, harness_cli, run_case
 
 from harness.distributed import loopback
 from harness.masking import MASK, is_secret_name, mask_mapping, mask_text, scrub, secret_values
@@ -336,7 +336,7 @@ def test_tracking_uri_with_credentials_works_and_is_never_shown(tmp_path, mlflow
 
 
 def test_unreachable_server_with_credentials_is_reported_masked(tmp_path):
-    from conftest import free_port
+    from support import free_port
 
     password = "Pw-down-5150"
     p = harness_cli("run", "calibration.sleep", "--set", "ms=1", "--repeats", "1", "--warmup", "0", "--no-report",

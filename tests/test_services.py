@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, free_port, harness_cli
+from support import ROOT, free_port, harness_cli
 
 from harness import record
 from harness.distributed import loopback

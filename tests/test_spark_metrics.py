@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import free_port, harness_cli
+from support import free_port, harness_cli
 from harness import record
 
 ROWS = 30_000

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from conftest import run_case
+from support import run_case
 
 ROWS, GROUPS = 3000, 7  # small, and not a multiple of the group count
 

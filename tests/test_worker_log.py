@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import shutil
 
-from conftest import ROOT, harness_cli
+from support import ROOT, harness_cli
 from harness import record
 
 SECRET_CONF, SECRET_ENV, SECRET_JVM = "Xq7-conf-secret-5521", "Xq7-env-secret-9043", "Xq7-jvm-secret-1178"
