@@ -22,9 +22,10 @@ asv: setup
 	  status=$$?; $(VENV)/bin/asv publish && echo "asv site: .asv/html/index.html (browse: $(VENV)/bin/asv preview)"; \
 	  exit $$status
 
-# the regression gate against ground truth: false-alarm and detection rates (run on an idle machine)
+# the paired regression gate (harness ab) against ground truth: false alarms (A/A) and detections (+15%)
 gate-validation: setup
-	$(PY) scripts/gate-validation.py --trials 30 --out $(RESULTS)/gate-validation.json
+	$(PY) scripts/gate-validation.py --case spin --pin-cpu 0 --trials 40 --out $(RESULTS)/gate-validation-spin.json
+	$(PY) scripts/gate-validation.py --case spark_spin --trials 40 --out $(RESULTS)/gate-validation-spark.json
 
 # GPU rows of the scaling experiment end to end (needs an NVIDIA GPU; builds Horovod with NCCL)
 gpu-check: setup
