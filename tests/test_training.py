@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import DATASETS, run_case
+from support import DATASETS, run_case
 
 CO2_CSV = DATASETS / "co2_emissions_canada.csv"
 ZOO_CSV = DATASETS / "zoo.csv"
@@ -125,3 +125,30 @@ def test_csv_fitting_no_task_is_a_clear_error(ctx, tmp_path):
     ctx.data = bad
     r = run_case(ctx, "training.mllib", task="co2", model="linear")
     assert r.status == "error" and "fits no training task" in r.error["message"]
+
+
+@pytest.mark.parametrize("framework", ["torch", "tensorflow"])
+def test_ipc_feeder_trains_and_feeds_on_real_co2(co2_ctx, framework):
+    """The ipc feeder in a training run and in its feed case: every row, the feature checksum, the cold epoch."""
+    r = run_case(co2_ctx, f"training.{framework}", task="co2", model="linear", feeder="ipc", epochs=1, batch_size=32)
+    assert r.status == "ok", r.error
+    assert r.extra["rows_per_epoch"] == r.extra["rows_train"] and r.extra["test_r2"] >= 0.95
+    r = run_case(co2_ctx, "training.feed_ipc", framework=framework, task="co2", repeats=2, warmup=1)
+    assert r.status == "ok", r.error
+    e = r.extra
+    assert e["rows"] == e["rows_train"] and e["epochs_timed"] == 3 and len(r.samples) == 2
+    assert e["cold_epoch_s"] == r.warmup[0] and e["features_sumsq"] > 0 and e["materialize_s"] > 0
+
+
+def test_feed_ipc_on_a_damaged_file_is_an_error(co2_ctx):
+    """A short IPC file under a feed case is a failed check (`error`), never a fast wrong answer."""
+    r = run_case(co2_ctx, "training.feed_ipc", framework="torch", task="co2")
+    assert r.status == "ok", r.error
+    part = sorted(co2_ctx.work_dir.glob("training/*/ipc/part-*.arrow"))[0]
+    whole = part.read_bytes()
+    try:
+        part.write_bytes(whole[:-64])
+        r = run_case(co2_ctx, "training.feed_ipc", framework="torch", task="co2")
+        assert r.status == "error" and "short or replaced file" in r.error["message"]
+    finally:
+        part.write_bytes(whole)

@@ -86,6 +86,13 @@ def _epochs_factory(framework: str, spec: dict[str, Any], batch_size: int, shape
         else:
             batches = arrow.to_tf_dataset(feeder)
         return lambda: contextlib.nullcontext(batches)
+    if kind == "ipc":
+        from ..feeders import ipc
+
+        # opened (mapped) once here, so every epoch reads the same mapping: only the first one is cold
+        feeder = ipc.IpcFeeder(spec["path"], batch_size, shape=shape)
+        batches = ipc.to_torch(feeder) if framework == "torch" else ipc.to_tf(feeder)
+        return lambda: contextlib.nullcontext(batches)
     if kind == "petastorm":
         from ..feeders import petastorm as pst
 
@@ -248,8 +255,10 @@ def train(framework: str, feeder: dict[str, Any], model: str, kind: str, input_s
 
 
 def feed(framework: str, feeder: dict[str, Any], input_shape: list, batch_size: int, threads: int,
-         expected_rows: int, expected_label_sum: float, warmup: int, repeats: int) -> dict[str, Any]:
-    """Times whole epochs of batches delivered to the framework; checks rows and the label checksum."""
+         expected_rows: int, expected_label_sum: float, warmup: int, repeats: int,
+         expected_features_sumsq: float | None = None) -> dict[str, Any]:
+    """Times whole epochs over one open feeder (the warm-up epochs first: the cold ones); checks every epoch's
+    rows and label checksum, then, untimed, one more epoch's feature checksum (the sum of squares)."""
     _import_framework(framework)
     threads_info = _threads(framework, threads)
     shape = tuple(input_shape)
@@ -277,13 +286,37 @@ def feed(framework: str, feeder: dict[str, Any], input_shape: list, batch_size: 
                     tf.reduce_sum(x)  # reads every feature value once, as in the PyTorch consumer
             return rows, float(total)
 
-    warm, samples, (rows, label_sum) = measure(one_epoch, warmup, repeats)
-    if rows != expected_rows:
-        raise CheckFailed(f"{feeder['kind']} delivered {rows} rows per epoch into {framework}, expected {expected_rows}")
-    if not np.isclose(label_sum, expected_label_sum, rtol=1e-4, atol=1e-2):
-        raise CheckFailed(f"{feeder['kind']} label checksum {label_sum} != {expected_label_sum}: rows lost or repeated")
+    epochs: list[tuple[int, float]] = []
+    warm, samples, _ = measure(lambda: epochs.append(one_epoch()), warmup, repeats)
+    for e, (rows, label_sum) in enumerate(epochs):
+        if rows != expected_rows:
+            raise CheckFailed(f"{feeder['kind']} delivered {rows} rows in epoch {e} into {framework}, expected "
+                              f"{expected_rows}")
+        if not np.isclose(label_sum, expected_label_sum, rtol=1e-4, atol=1e-2):
+            raise CheckFailed(f"{feeder['kind']} label checksum {label_sum} != {expected_label_sum} in epoch {e}: "
+                              "rows lost or repeated")
+    checked = {}
+    if expected_features_sumsq is not None:
+        sumsq = _features_sumsq(epoch_ctx)
+        if not np.isclose(sumsq, expected_features_sumsq, rtol=1e-6):
+            raise CheckFailed(f"{feeder['kind']} feature checksum (sum of squares) {sumsq} != "
+                              f"{expected_features_sumsq}: feature values changed on the way into {framework}")
+        checked["features_sumsq"] = sumsq
+    rows = expected_rows
     med = float(np.median(samples)) if samples else float("nan")
+    cold = {"cold_epoch_s": warm[0], "cold_rows_per_s": rows / warm[0] if warm[0] > 0 else None} if warm else {}
     return {"samples": samples, "warmup": warm,
             "extra": {"rows": rows, "rows_per_s": rows / med if med > 0 else None, "batch_size": batch_size,
-                      "batches": -(-rows // batch_size), "peak_rss_mb": _peak_rss_mb(), "threads": threads,
-                      **threads_info}}
+                      "batches": -(-rows // batch_size), "epochs_timed": len(epochs), **cold, **checked,
+                      "peak_rss_mb": _peak_rss_mb(), "threads": threads, **threads_info}}
+
+
+def _features_sumsq(epoch_ctx) -> float:
+    """The sum of squares of every feature value of one epoch, in float64 (order-free; standardised features sum
+    to about zero, so a plain sum would check nothing)."""
+    total = 0.0
+    with epoch_ctx() as batches:
+        for x, _ in batches:
+            v = np.asarray(x.numpy(), dtype=np.float64)
+            total += float(np.vdot(v, v))
+    return total

@@ -6,12 +6,14 @@ Cases
   (MLlib has no convolution) and so is `mlp` for regression (MLlib has no MLP regressor).
 - `torch` / `tensorflow`: the same architecture (`harness.models`), loss, optimizer (Adam), batch size and
   epochs, each in its own process (`harness.isolation.run_function`), fed by the `feeder` axis.
-- `feed_petastorm` / `feed_arrow` / `feed_pandas` / `feed_limit`: one epoch of the same training batches
-  delivered to `framework` with a minimal consumer (a sum over every feature value, a row count and a label
-  checksum); `feed_limit` iterates the same batches already in memory as framework tensors: the ceiling.
+- `feed_petastorm` / `feed_arrow` / `feed_ipc` / `feed_pandas` / `feed_limit`: epochs of the same training
+  batches delivered to `framework` over one open feeder, with a minimal consumer (a sum over every feature value,
+  a row count and a label checksum, checked every epoch; a feature checksum from one more, untimed epoch); the
+  warm-up epochs are the cold ones; `feed_limit` iterates the same batches already in memory as framework
+  tensors: the ceiling.
 
 Timed: framework cases, the training epochs (feeding included) of a fresh model per sample, measured inside
-the framework's process with `harness.timing`; mllib, `fit()`; feed cases, one epoch of batches.
+the framework's process with `harness.timing`; mllib, `fit()`; feed cases, one epoch of batches per sample.
 Not timed: data generation, the shared Spark preprocessing (once per run and task, then reused by every case),
 each feeder's one-time materialisation (Spark -> Parquet, Petastorm's converter, `toPandas()`: recorded as
 `materialize_s`), process start-up and framework import, and the per-epoch test evaluation that gives the
@@ -34,10 +36,10 @@ from ..feeders import FEEDERS
 from ..models import MODELS
 from ..registry import experiment
 from ..spec import Axis
-from ..workload import Measurement, SelfTimed, Unavailable
+from ..workload import Measurement, SelfTimed, Unavailable, Workload
 
 EXP = experiment("training", "Spark MLlib vs TensorFlow vs PyTorch on the same data and model; Spark -> framework "
-                             "feeders (petastorm, arrow, pandas) against the in-memory limit")
+                             "feeders (petastorm, arrow, ipc, pandas) against the in-memory limit")
 
 TASKS = ("co2", "tabular_cls", "images")
 # the test metric a model must reach for time_to_target_s: R^2 for co2, accuracy for the classification tasks
@@ -86,8 +88,6 @@ class Shared:
     info: dict[str, Any]
     feeders: dict[str, tuple[dict, float]] = field(default_factory=dict)  # feeder -> (spec, materialize_s)
 
-
-_shared: dict[tuple, Shared] = {}
 
 
 def _source(ctx, task: str, rows: int) -> tuple[Path, str]:
@@ -174,16 +174,26 @@ def _prepare_images(spark, root: Path, size: int, seed: int):
 
 def shared(ctx, task: str, rows: int, image_size: int) -> Shared:
     """Preprocesses a task's data once per run (Spark), caches it there and writes the test set as .npy."""
+    src, origin = _source(ctx, task, rows)
+    key_parts = (str(ctx.run_dir), task, str(src), image_size if task == "images" else 0, ctx.seed)
+    return ctx.memo(("training.shared", key_parts), lambda: _prepare(ctx, task, src, origin, image_size, key_parts),
+                    release=_unpersist)
+
+
+def _unpersist(s: Shared) -> None:
+    s.train.unpersist()
+    s.test.unpersist()
+
+
+def _prepare(ctx, task: str, src: Path, origin: str, image_size: int, key_parts: tuple) -> Shared:
     import numpy as np
     from pyspark.sql import functions as F
 
     from ..data import tabular
     from ..feeders import pandas as pandas_feeder
 
-    src, origin = _source(ctx, task, rows)
-    key_parts = (str(ctx.run_dir), task, str(src), image_size if task == "images" else 0, ctx.seed)
-    if key_parts in _shared:
-        return _shared[key_parts]
+    # one data set cached in Spark at a time: an older task's is released (and prepared again if needed)
+    ctx.forget(lambda k: k[0] == "training.shared")
     key = hashlib.sha1(repr(key_parts).encode()).hexdigest()[:12]
     base = ctx.work_dir / "training" / f"{task}-{key}"
     spark = ctx.spark
@@ -212,11 +222,6 @@ def shared(ctx, task: str, rows: int, image_size: int) -> Shared:
                n_outputs=prep.n_outputs, rows_train=n_train, rows_test=n_test, label_sum=label_sum,
                test_x=test_x, test_y=test_y, source=origin if origin != "generated" else f"generated ({src.name})",
                preprocess_s=preprocess_s, info=prep.info)
-    for old in _shared.values():
-        # one data set cached in Spark at a time; an older one recomputes from its (deterministic) lineage
-        old.train.unpersist()
-        old.test.unpersist()
-    _shared[key_parts] = s
     return s
 
 
@@ -236,6 +241,12 @@ def materialize(ctx, s: Shared, feeder: str) -> tuple[dict[str, Any], float]:
 
         conv = petastorm.converter(ctx.spark, s.train, s.base / "petastorm")
         spec = {"kind": "petastorm", "converter": petastorm.spec(conv), "workers_count": _threads(ctx)}
+    elif feeder == "ipc":
+        from ..feeders import ipc
+
+        path = s.base / "ipc"
+        ipc.write(s.train, path, _width(s), expected_rows=s.rows_train, expected_label_sum=s.label_sum)
+        spec = {"kind": "ipc", "path": str(path)}
     elif feeder in ("pandas", "limit"):
         from ..feeders import pandas as pandas_feeder
 
@@ -252,6 +263,25 @@ def materialize(ctx, s: Shared, feeder: str) -> tuple[dict[str, Any], float]:
         raise ValueError(f"unknown feeder {feeder!r}")
     s.feeders[feeder] = (spec, clock.elapsed())
     return s.feeders[feeder]
+
+
+def _width(s: Shared) -> int:
+    """Feature values per row."""
+    n = 1
+    for d in s.input_shape:
+        n *= int(d)
+    return n
+
+
+def features_sumsq(ctx, s: Shared) -> float:
+    """The sum of squares of every training feature value, computed by Spark: the feed cases' feature checksum."""
+    from pyspark.sql import functions as F
+
+    def compute() -> float:
+        square_sum = F.aggregate("features", F.lit(0.0).cast("double"), lambda acc, v: acc + v.cast("double") ** 2)
+        return float(s.train.agg(F.sum(square_sum)).first()[0] or 0.0)
+
+    return ctx.memo(("training.features_sumsq", s.key), compute)
 
 
 def _threads(ctx) -> int:
@@ -306,7 +336,7 @@ for _fw in ("torch", "tensorflow"):
 
 
 @EXP.case("mllib", {**DATA, **MODEL, "max_iter": [100]}, valid=_valid_model, spark=True)
-def mllib(ctx, task: str, model: str, rows: int, image_size: int, max_iter: int) -> SelfTimed:
+def mllib(ctx, task: str, model: str, rows: int, image_size: int, max_iter: int) -> Workload:
     """Spark MLlib: its own estimator and solver for `model` on `task` (cnn: unavailable)."""
     if model == "cnn":
         raise Unavailable("Spark MLlib has no convolutional layers (no CNN estimator); its counterpart for "
@@ -342,8 +372,7 @@ def mllib(ctx, task: str, model: str, rows: int, image_size: int, max_iter: int)
     target = TARGETS[task]
     metric = "r2" if s.kind == "regression" else "accuracy"
 
-    def measure(warmup: int, repeats: int, timeout_s: float) -> Measurement:
-        warm, samples, fitted = timing.measure(lambda: est.fit(train), warmup, repeats)
+    def after(fitted, samples: list[float], warmup: list[float]) -> dict[str, Any]:
         value = float(evaluator.evaluate(fitted.transform(test)))
         med = sorted(samples)[len(samples) // 2] if samples else float("nan")
         reached = med if value >= target else None
@@ -353,13 +382,13 @@ def mllib(ctx, task: str, model: str, rows: int, image_size: int, max_iter: int)
                  "quality_series": [[med, value]], "iterations": _iterations(fitted), "max_iter": max_iter,
                  "threads": ctx.cores, "spark_cores": ctx.cores, "target_metric": metric, "target": target,
                  "peak_rss_mb": _jvm_peak_rss_mb(ctx), **_data_extra(s)}
-        return Measurement(samples=samples, warmup=warm, extra=extra)
+        return extra
 
     def teardown():
         train.unpersist()
         test.unpersist()
 
-    return SelfTimed(measure=measure, teardown=teardown)
+    return Workload(run=lambda: est.fit(train), after=after, teardown=teardown)
 
 
 def _iterations(fitted) -> int | None:
@@ -386,11 +415,13 @@ def _feed_case(feeder: str):
         s = shared(ctx, task, rows, image_size)
         spec, materialize_s = materialize(ctx, s, feeder)
         threads = _threads(ctx)
+        sumsq = features_sumsq(ctx, s)
 
         def measure(warmup: int, repeats: int, timeout_s: float) -> Measurement:
             out = isolation.run_function(f"{WORKER}:feed", dict(
                 framework=framework, feeder=spec, input_shape=list(s.input_shape), batch_size=batch_size,
-                threads=threads, expected_rows=s.rows_train, expected_label_sum=s.label_sum, warmup=warmup,
+                threads=threads, expected_rows=s.rows_train, expected_label_sum=s.label_sum,
+                expected_features_sumsq=sumsq, warmup=warmup,
                 repeats=repeats), timeout_s, env=_child_env(threads))
             extra = {**out["extra"], "framework": framework, "feeder": feeder, "spark_cores": ctx.cores,
                      "materialize_s": round(materialize_s, 4),
@@ -403,11 +434,12 @@ def _feed_case(feeder: str):
     what = {"limit": "the same batches already in memory as framework tensors (the ceiling)",
             "pandas": "toPandas() once, then slices of in-memory tensors",
             "arrow": "Spark-written Parquet read by pyarrow.dataset, prefetched",
+            "ipc": "Spark-written Arrow IPC files, memory-mapped once, batches as views",
             "petastorm": "Petastorm's make_spark_converter loaders"}[feeder]
-    build.__doc__ = f"One epoch of batches into `framework`: {what}"
+    build.__doc__ = f"Epochs of batches over one open feeder into `framework`: {what}"
     return build
 
 
-for _fd in ("petastorm", "arrow", "pandas", "limit"):
+for _fd in ("petastorm", "arrow", "ipc", "pandas", "limit"):
     EXP.case(f"feed_{_fd}", {**FRAMEWORK, "task": DATA["task"], "rows": DATA["rows"], "image_size": DATA["image_size"],
-                             "batch_size": [256]}, valid=_valid_feed, spark=True)(_feed_case(_fd))
+                             "batch_size": [256]}, valid=_valid_feed, spark=True, limit="feed_limit")(_feed_case(_fd))
