@@ -371,7 +371,7 @@ def _interrupts_raise() -> dict[int, Any]:
 def _execute(req: RunRequest) -> int:
     from . import record
     from .coordinator import (Coordinator, Interrupted, Settings, WorkerHandle, WorkerSettings, WorkerStartFailed,
-                              exit_code, run_summary)
+                              any_failed, run_summary)
     from .env import env_id, fingerprint
     from .masking import mask_text, secret_values
     from .progress import Progress
@@ -479,7 +479,7 @@ def _execute(req: RunRequest) -> int:
         return _error(start_failure)
     if interrupted:
         return EXIT_TERMINATED if interrupted == signal.SIGTERM else EXIT_INTERRUPTED
-    return exit_code(all_results)
+    return EXIT_FAILED if any_failed(all_results) else EXIT_OK
 
 
 def _try_report(run_dir: Path, progress) -> Path | None:

@@ -675,6 +675,6 @@ def run_summary(results: list[Result]) -> dict[str, int]:
     return counts
 
 
-def exit_code(results: list[Result]) -> int:
-    """0 when every case is ok / unavailable / skipped; 1 when any failed or timed out."""
-    return 1 if any(r.status in ("error", "timeout") for r in results) else 0
+def any_failed(results: list[Result]) -> bool:
+    """Whether a case failed or timed out (ok, unavailable and skipped cases are not failures)."""
+    return any(r.status in ("error", "timeout") for r in results)
