@@ -412,8 +412,14 @@ def _execute(req: RunRequest) -> int:
 
         for line in command_line_warnings(req.conf):
             progress.message(f"harness: warning: {line}")
+    store, store_env = (None, {})
+    if sink is not None:  # cases that register models (inference) use the run's store; credentials go by env
+        from .sinks.mlflow import split_credentials
+
+        store, store_env = split_credentials(uri)  # {MLFLOW_TRACKING_USERNAME/PASSWORD} when the URI has them
     worker = WorkerHandle(WorkerSettings(run_id, run_dir, args.master, req.conf, args.data, seed=args.seed,
-                                         timeout_s=settings.run_timeout_s), run_dir / "worker.log")
+                                         timeout_s=settings.run_timeout_s, tracking_uri=store),
+                          run_dir / "worker.log", env=store_env)
     on_record = (lambda r: sink.case(r, spark=worker.spark_info)) if sink else None
     coordinator = Coordinator(run_id, results_file, eid, settings, on_record=on_record,
                               progress=progress, secrets=secret_values(req.conf, dict(os.environ)),

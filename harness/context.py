@@ -26,6 +26,7 @@ class RunContext:
     cache_dir: Path = field(default_factory=default_cache_dir)
     seed: int = 42
     timeout_s: float = 900.0
+    tracking_uri: str | None = None  # the run's MLflow store (None: --no-mlflow), where cases register models
     _spark: Any = None
     spark_info: dict[str, Any] | None = None
     results: dict[str, Any] = field(default_factory=dict)  # identity -> Result of this run, for ctx.find

@@ -121,12 +121,14 @@ class WorkerSettings:
     cache_dir: Path = field(default_factory=default_cache_dir)
     seed: int = 42
     timeout_s: float = DEFAULTS["timeout"]
+    tracking_uri: str | None = None  # the run's MLflow store, for cases that register models (no credentials)
 
     def message(self) -> dict[str, Any]:
         # absolute paths: a worker of another checkout may run from another folder
         return {"run_id": self.run_id, "run_dir": str(Path(self.run_dir).resolve()), "master": self.master,
                 "conf": dict(self.conf), "data": str(Path(self.data).resolve()) if self.data else None,
-                "cache_dir": str(Path(self.cache_dir).resolve()), "seed": self.seed, "timeout_s": self.timeout_s}
+                "cache_dir": str(Path(self.cache_dir).resolve()), "seed": self.seed, "timeout_s": self.timeout_s,
+                "tracking_uri": self.tracking_uri}
 
 
 # ---------------------------------------------------------------------------------------------- workers

@@ -118,7 +118,7 @@ class Session:
         self.ctx = RunContext(run_id=s["run_id"], run_dir=Path(s["run_dir"]), master=s.get("master"),
                               conf=conf, data=Path(s["data"]) if s.get("data") else None,
                               cache_dir=Path(s["cache_dir"]), seed=int(s.get("seed", 42)),
-                              timeout_s=float(s.get("timeout_s", 900.0)))
+                              timeout_s=float(s.get("timeout_s", 900.0)), tracking_uri=s.get("tracking_uri"))
         load_all()
         return {"op": "ok", "version": protocol.VERSION, "pid": os.getpid(), "python": sys.executable,
                 "harness": str(Path(__file__).resolve().parent)}
