@@ -302,7 +302,7 @@ def test_a_second_run_on_the_same_folder_is_refused_naming_the_holder(tmp_path):
     args = ["run", "calibration.sleep", "--set", "ms=200", "--warmup", "0", "--no-mlflow", "--no-report",
             "--results", str(tmp_path), "--run-id", "same"]
     first = subprocess.Popen([sys.executable, "-m", "harness", *args, "--repeats", "300"], cwd=ROOT,
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_sigint_default)
     lock = tmp_path / "same" / record.LOCK_FILE
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and not (lock.exists() and lock.read_text().strip() == str(first.pid)):

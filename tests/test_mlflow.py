@@ -37,10 +37,11 @@ def _ms(iso: str) -> int:
 
 
 def _runs(uri: str, experiment: str):
-    import mlflow
+    # a client of its own: mlflow.set_tracking_uri would also set MLFLOW_TRACKING_URI for every later test's runs
+    from mlflow.tracking import MlflowClient
 
-    mlflow.set_tracking_uri(uri)
-    runs = mlflow.search_runs(experiment_names=[experiment], output_format="list")
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id], max_results=1000)
     parent = next(r for r in runs if r.data.tags.get("harness.level") == "parent")
     return parent, {r.info.run_name: r for r in runs if r is not parent}
 
