@@ -391,9 +391,9 @@ def _execute(req: RunRequest) -> int:
 
     sink = None
     if not args.no_mlflow:
-        from .sinks.mlflow import MlflowSink, default_tracking_uri
+        from .sinks.mlflow import MlflowSink, tracking_uri
 
-        uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(req.results_root)
+        uri = tracking_uri(args.tracking_uri, req.results_root)
         sink = MlflowSink(uri, req.results_root)
         if not sink.start(run_id, env, req.plan.description):
             print(f"harness: warning: {sink.failure}\n  the run goes on; results are kept in {run_dir}; "
@@ -503,7 +503,7 @@ def _try_report(run_dir: Path, progress) -> Path | None:
 
 def cmd_log(args) -> int:
     from . import record
-    from .sinks.mlflow import MlflowSink, default_tracking_uri
+    from .sinks.mlflow import MlflowSink, tracking_uri
 
     results_file = args.run_dir / record.RESULTS_FILE
     if not results_file.is_file():
@@ -524,7 +524,7 @@ def cmd_log(args) -> int:
                   file=sys.stderr)
             env = {}
     results_root = args.run_dir.resolve().parent
-    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(results_root)
+    uri = tracking_uri(args.tracking_uri, results_root)
     sink = MlflowSink(uri, results_root)
     results = record.dedupe_latest(results)
     first_start = min((r.started_at for r in results if r.started_at), default=None)

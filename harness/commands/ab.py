@@ -234,9 +234,9 @@ def _cleanup(repo, checkouts) -> None:
 
 def _log_mlflow(args, run_dir: Path, run_id: str, env: dict, sides) -> None:
     """Each side as its own MLflow run (`<run_id>-A`, `<run_id>-B`); a failure never costs the records."""
-    from ..sinks.mlflow import MlflowSink, default_tracking_uri
+    from ..sinks.mlflow import MlflowSink, tracking_uri
 
-    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(args.results)
+    uri = tracking_uri(args.tracking_uri, args.results)
     for side in sides:
         sink = MlflowSink(uri, args.results)
         if not sink.start(f"{run_id}-{side.name}", env, f"harness ab side {side.name}: {_say(side)}"):

@@ -46,6 +46,11 @@ def default_tracking_uri(results_root: Path) -> str:
     return f"sqlite:///{(results_root / 'mlflow.db').resolve()}"
 
 
+def tracking_uri(given: str | None, results_root: Path) -> str:
+    """The store a command logs to: --tracking-uri, else $MLFLOW_TRACKING_URI, else RESULTS/mlflow.db."""
+    return given or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri(results_root)
+
+
 class MlflowUnavailable(RuntimeError):
     pass
 
