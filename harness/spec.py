@@ -50,8 +50,10 @@ class Axis:
             else:
                 try:
                     value = t(s)
-                except ValueError:
-                    raise ValueError(f"axis {self.name!r} takes {t.__name__} values, got {raw!r}") from None
+                except ValueError as e:
+                    # int()/float() say "invalid literal ..."; an axis' own type (e.g. Network) names the fix
+                    why = "" if t in (int, float) else f": {e}"
+                    raise ValueError(f"axis {self.name!r} takes {t.__name__} values, got {raw!r}{why}") from None
         else:
             value = raw
             ok = isinstance(value, t) and not (t is int and isinstance(value, bool))

@@ -641,3 +641,37 @@ def test_page_in_headless_chromium(tmp_path):
     assert layout["answers_top"] < layout["summary_top"]
     assert "Yes, after" in layout["answers_text"] and "no clear difference between" in layout["answers_text"]
     assert layout["overflowing"] == []
+
+
+def test_predicted_scaling_chart_per_network_with_measured_points_and_misses(tmp_path):
+    """Scaling records on emulated networks: a predicted-efficiency line per launcher and network, the measured
+    points with their intervals (from the records' own samples), the model's error, misses flagged."""
+    from harness.distributed.commmodel import Link, predict
+
+    def rec(network, workers, samples, extra=None):
+        return Result("t", "scaling", "horovod_spark", {"workers": workers, "network": network, "model": "mlp"},
+                      metric="samples_per_s", unit="samples/s", better="higher", samples=samples,
+                      stats=summarize(samples), extra=dict(extra or {}))
+
+    def model(eff_measured, eff_pred, missed):
+        pred = predict(0.01, 1e6, Link(1e-3, 1e8 / 8), None, (1, 2, 256))
+        return {"prediction": pred, "predicted_efficiency": eff_pred, "model_error": (eff_pred - eff_measured)
+                / eff_measured, "model_missed": missed, "link_fit": {"bandwidth_gbit_s": 0.1, "latency_s": 1e-3,
+                                                                     "rms_residual": 0.05}}
+
+    rs = [rec("1gbit", 1, [100.0, 100.0, 100.0]), rec("1gbit", 2, [160.0, 160.0, 160.0], model(0.8, 0.85, False)),
+          rec("100mbit", 1, [100.0, 100.0, 100.0]), rec("100mbit", 2, [40.0, 40.0, 40.0], model(0.2, 0.4, True))]
+    (chart,) = views.predicted_scaling("scaling", rs)
+    plot = chart.plot
+    assert isinstance(plot, views.PredictionPlot) and len(plot.lines) == 2
+    assert plot.lines[0][1] == [1, 2, 256]
+    measured = {(name.split("network=")[1].split()[0], n): (eff, missed) for name, n, eff, _, _, missed in plot.points}
+    assert measured[("1gbit", 2)] == (pytest.approx(0.8), False)
+    assert measured[("100mbit", 2)] == (pytest.approx(0.2), True) and measured[("100mbit", 1)][0] == 1.0
+    rows = {row[0].split("network=")[1].split()[0]: row for row in chart.table.rows}
+    assert rows["100mbit"][-1] == "MISSED (> 25%)" and rows["100mbit"][5] == "+100%"
+    assert rows["1gbit"][-1] == "within 25%" and "0.1 Gbit/s" in rows["1gbit"][1]
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    assert draw.render(chart, tmp_path, 1).read_bytes().startswith(PNG_MAGIC)

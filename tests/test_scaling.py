@@ -53,7 +53,8 @@ def test_listing_and_invalid_strong_splits_never_expand():
     exp = load_all()["scaling"]
     assert set(exp.cases) == {"horovod", "horovod_spark", "torch_distributor", "tf_multiworker", "horovod_tf"}
     td = exp.cases["torch_distributor"]
-    assert set(td.axes) == {"workers", "device", "model", "batch_size", "mode", "data", "batches", "local_mode"}
+    assert set(td.axes) == {"workers", "device", "model", "batch_size", "mode", "data", "batches", "local_mode",
+                            "network"}
     runs = td.expand({"workers": [1, 2, 3], "batch_size": [4], "mode": ["strong"], "local_mode": [True]})
     # a global batch of 4 splits over 1 and 2 workers, not 3
     assert sorted(r.params["workers"] for r in runs) == [1, 2]
@@ -100,6 +101,21 @@ def test_resnet_is_the_same_net_in_both_frameworks():
     x = np.random.default_rng(0).standard_normal((2, *shape), dtype=np.float32)  # NHWC for both
     assert tuple(tnet(torch.from_numpy(x)).shape) == (2, 10)
     assert tuple(knet(x).shape) == (2, 10)
+
+
+def test_network_rates_are_unavailable_off_the_emulated_cluster(ctx, tmp_path, monkeypatch):
+    """A rate runs only the Spark-hosted launchers, and only on the emulated cluster: otherwise unavailable with
+    the reason and the command that starts the cluster."""
+    monkeypatch.setenv("HCL_DIR", str(tmp_path / "no-cluster"))
+    r = run_case(ctx, "scaling.horovod", workers=1, network="1gbit", **TINY)
+    assert r.status == "unavailable" and "horovod_spark and torch_distributor" in r.error["message"]
+    r = run_case(ctx, "scaling.torch_distributor", workers=1, network="1gbit", local_mode=True, **TINY)
+    assert r.status == "unavailable" and "local_mode=false" in r.error["message"]
+    r = run_case(ctx, "scaling.horovod_spark", workers=1, network="100mbit", **TINY)
+    assert r.status == "unavailable" and "emulated-cluster.sh up 2 --rate 100mbit" in r.error["message"]
+    bad = harness_cli("run", "scaling.horovod_spark", "--set", "network=fast", "--no-mlflow", "--no-report",
+                      "--results", str(tmp_path / "results"))
+    assert bad.returncode == 2 and "network takes loopback or a link rate like 1gbit" in bad.stderr
 
 
 def test_horovod_tf_is_unavailable_with_the_keras3_reason(ctx):

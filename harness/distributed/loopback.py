@@ -153,19 +153,23 @@ def _horovod_task(*args: Any) -> Any:
 
 # ---- torchrun under TorchDistributor -----------------------------------------------------------------------------
 
-def torchrun_runner(prefix: list[str]):
+def torchrun_runner(prefix: list[str], local_addr: str | None = LOOPBACK):
     """TorchDistributor's hook for running a training file (the `run_pytorch_file_fn` of its `_run`, as pyspark's
-    DeepspeedTorchDistributor uses it): its own torchrun command, inside the namespace `prefix` enters."""
-    return functools.partial(_run_torchrun, list(prefix))
+    DeepspeedTorchDistributor uses it): its own torchrun command, inside the namespace `prefix` enters, advertising
+    `local_addr` (None: the address of the host it runs on, its SPARK_LOCAL_IP, as on the emulated cluster)."""
+    return functools.partial(_run_torchrun, list(prefix), local_addr)
 
 
-def _run_torchrun(prefix: list[str], input_params: dict, train_path: str, *args: Any, **kwargs: Any) -> None:
+def _run_torchrun(prefix: list[str], local_addr: str | None, input_params: dict, train_path: str, *args: Any,
+                  **kwargs: Any) -> None:
     from pyspark.ml.torch.distributor import TorchDistributor
 
     if kwargs:
         raise ValueError("a training file takes no keyword arguments")
     cmd = TorchDistributor._create_torchrun_command(input_params, train_path, *args)
-    # torchrun advertises the host's FQDN to the ranks by default, which a loopback-only network can't reach
+    # torchrun advertises the host's FQDN to the ranks by default, which a loopback-only network (or an emulated
+    # host, which shares the machine's name) can't reach
+    addr = local_addr or os.environ.get("SPARK_LOCAL_IP", LOOPBACK)
     at = cmd.index("pyspark.ml.torch.torch_run_process_wrapper") + 1
-    cmd[at:at] = [f"--local-addr={LOOPBACK}"]
+    cmd[at:at] = [f"--local-addr={addr}"]
     TorchDistributor._execute_command(prefix + cmd, log_streaming_client=input_params.get("log_streaming_client"))

@@ -64,8 +64,8 @@ class _Horovod:
         hvd.broadcast_optimizer_state(opt, root_rank=0)
         return model, hvd.DistributedOptimizer(opt, named_parameters=model.named_parameters())
 
-    def allreduce(self, buf):
-        return self.hvd.allreduce(buf, op=self.hvd.Sum, name="comm_probe")
+    def allreduce(self, buf, name: str = "comm_probe"):
+        return self.hvd.allreduce(buf, op=self.hvd.Sum, name=name)
 
     def gather(self, obj: Any) -> list:
         return self.hvd.allgather_object(obj)
@@ -96,7 +96,7 @@ class _TorchDist:
         ids = [self.local_rank] if next(model.parameters()).is_cuda else None
         return DDP(model, device_ids=ids), opt
 
-    def allreduce(self, buf):
+    def allreduce(self, buf, name: str = ""):
         self.dist.all_reduce(buf)
         return buf
 
@@ -152,6 +152,7 @@ def train(cfg: dict, comm) -> dict:
         sync()
 
     _, comm_samples, _ = timing.measure(probe, 1, cfg["comm_repeats"])
+    sweep = _sweep(cfg, comm, device, sync)
     with torch.no_grad():
         checksum = float(sum(p.detach().double().sum() for p in model.parameters()))
     mine = {
@@ -159,11 +160,31 @@ def train(cfg: dict, comm) -> dict:
         "warmup_s": warm, "samples_s": samples, "comm_s": comm_samples, "setup_s": setup_s, "train_s": train_s,
         "loss_first": losses[0] if losses else None, "loss_last": losses[-1] if losses else None,
         "param_checksum": checksum, "n_params": int(n_params), "threads": torch.get_num_threads(),
-        "device": str(device), "backend": comm.name,
+        "device": str(device), "backend": comm.name, "affinity": sorted(os.sched_getaffinity(0)),
+        "sweep_s": sweep,
     }
     ranks = comm.gather(mine)
     comm.close()
     return {"ranks": ranks, "fn_s": whole.elapsed()}
+
+
+def _sweep(cfg: dict, comm, device, sync) -> dict[str, list[float]]:
+    """The allreduce alone at each of cfg["sweep_bytes"] message sizes (the link fit's points): {bytes: times}."""
+    import torch
+
+    from .. import timing
+
+    out = {}
+    for size in cfg.get("sweep_bytes") or []:
+        buf = torch.ones(max(1, size // 4), dtype=torch.float32, device=device)
+
+        def once() -> None:
+            comm.allreduce(buf, f"sweep_{size}")
+            sync()
+
+        _, times, _ = timing.measure(once, 1, cfg.get("sweep_repeats", 3))
+        out[str(size)] = times
+    return out
 
 
 def horovod_fn(cfg: dict) -> dict:

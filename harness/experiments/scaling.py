@@ -19,6 +19,15 @@ Network: nothing a launcher starts may listen beyond loopback, and none of these
 namespace; Python servers in the harness and in Spark's workers (horovod.spark's services, TorchDistributor's
 log server) bind 127.0.0.1. Each record's `network` says which; where the machine can't make a namespace,
 `listens_beyond_loopback` says what is exposed (and a warning is printed).
+
+Network: `network=loopback` (the default) runs as above. `network=RATE` (e.g. 1gbit, 100mbit) runs the
+Spark-hosted launchers (horovod_spark, torch_distributor with local_mode false) on the emulated cluster of
+scripts/emulated-cluster.sh: the run's master must be that cluster's and the harness run in its driver namespace;
+the case sets the cluster's link rate before it runs and records the rate tc applied. Each emulated host has one
+core (threads_per_worker 1 at every worker count), ranks talk over the namespace's rate-limited veth (Gloo on
+`hcl0`). Multi-worker rows then also time the allreduce alone at message sizes from 4 KB to 64 MB (the link fit:
+harness.distributed.commmodel) and predict step time and efficiency for 1..256 workers from the 1-worker row's
+step time and the gradient size, with the model's error at the measured point.
 """
 from __future__ import annotations
 
@@ -38,7 +47,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import isolation, timing
-from ..distributed import loopback
+from ..distributed import commmodel, emulated, loopback
 from ..registry import experiment
 from ..spec import Axis
 from ..workload import CheckFailed, Measurement, SelfTimed, Unavailable
@@ -63,7 +72,13 @@ AXES: dict[str, Any] = {
     "mode": Axis("mode", ("weak",), str, choices=("weak", "strong")),
     "data": Axis("data", ("synthetic",), str, choices=("synthetic", "parquet", "ipc")),
     "batches": [10],  # training steps per timed iteration
+    # loopback, or a link rate of the emulated cluster (scripts/emulated-cluster.sh) for the Spark-hosted launchers
+    "network": Axis("network", (emulated.Network(emulated.LOOPBACK),), emulated.Network,
+                    help="loopback, or an emulated cluster's link rate such as 10gbit, 1gbit, 100mbit"),
 }
+# the allreduce alone at each message size (4 KB .. 64 MB), on an emulated network only: the link fit's points
+SWEEP_BYTES = [4096 * 4**k for k in range(8)]
+SWEEP_REPEATS = 3
 
 
 def _valid(p: dict) -> bool:
@@ -127,12 +142,15 @@ def _plan(ctx, launcher: str, p: dict, framework: str) -> dict:
     batch = p["batch_size"] if p["mode"] == "weak" else p["batch_size"] // n
     if batch < 1:
         raise Unavailable(f"mode=strong: global batch {p['batch_size']} is smaller than {n} workers")
-    threads = max(1, cores // n)  # the same rule for every launcher, so thread counts match across rows
+    # the same rule for every launcher, so thread counts match across rows; an emulated host has one core
+    threads = 1 if p["network"] != emulated.LOOPBACK else max(1, cores // n)
     info.update(rank_env=dict(RANK_ENV), workers=n, oversubscribed=p["device"] == "cpu" and n > cores,
                 threads_per_worker=threads, batch_per_worker=batch, global_batch=batch * n, model=p["model"])
     cfg = {"model": p["model"], "device": p["device"], "batch": batch, "batches": p["batches"],
            "threads": threads, "seed": ctx.seed, "input_shape": list(INPUT_SHAPE), "classes": CLASSES,
            "lr": LR, "comm_repeats": COMM_REPEATS, "data": p["data"], "rank_env": dict(RANK_ENV)}
+    if p["network"] != emulated.LOOPBACK and n >= 2:
+        cfg.update(sweep_bytes=SWEEP_BYTES, sweep_repeats=SWEEP_REPEATS)
     if p["data"] != "synthetic":
         from ..distributed.data import prepare
 
@@ -201,7 +219,38 @@ def combine(ranks: list[dict], cfg: dict, n: int, repeats: int, warmup: int) -> 
         "rank_threads": ranks[0]["threads"], "backend": ranks[0]["backend"], "rank_device": ranks[0]["device"],
         "hosts": sorted({r["host"] for r in ranks}),
     }
+    if all("affinity" in r for r in ranks):
+        extra["core_sharing"] = emulated.core_sharing({r["rank"]: r["affinity"] for r in ranks},
+                                                      emulated.core_of_cpu())
     return samples, warm, extra
+
+
+def link_model(ranks: list[dict], n: int, compute_s: float | None, grad_bytes: float, bucket_bytes: float,
+               measured_efficiency: float | None, measured_step_s: float) -> dict:
+    """The link fit from the ranks' allreduce sweep and, given the 1-worker step time, the predicted step time and
+    efficiency at 1..256 workers and the model's error at n. A repeat's time is its slowest rank's; the line is
+    fitted to each size's median repeat, because single repeats of small messages on a shared machine stray by
+    several times (a 4 KB allreduce measured 0.2 and 7.6 ms in one sweep) and would bend the line."""
+    sweep = {}
+    for key in ranks[0]["sweep_s"]:
+        reps = len(ranks[0]["sweep_s"][key])
+        sweep[key] = [max(r["sweep_s"][key][i] for r in ranks) for i in range(reps)]
+    fit = commmodel.fit_line([float(k) for k in sweep], [statistics.median(ts) for ts in sweep.values()])
+    link = commmodel.link_from_fit(fit["alpha_s"], fit["beta_s_per_byte"], n)
+    out: dict[str, Any] = {"comm_sweep_s": sweep, "link_fit": {
+        **fit, "ranks": n, "latency_s": link.latency_s, "bandwidth_Bps": link.bandwidth_Bps,
+        "bandwidth_gbit_s": link.bandwidth_Bps * 8 / 1e9}}
+    if compute_s is None:
+        out["prediction_note"] = "no 1-worker step time in this run: run --set workers=1,N together"
+        return out
+    workers = tuple(sorted(set(commmodel.PREDICT_WORKERS) | {n}))
+    pred = commmodel.predict(compute_s, grad_bytes, link, bucket_bytes, workers)
+    at = workers.index(n)
+    out.update(prediction=pred, predicted_step_s=pred["step_s"][at], predicted_efficiency=pred["efficiency"][at],
+               step_model_error=(pred["step_s"][at] - measured_step_s) / measured_step_s)
+    if measured_efficiency:
+        out.update(commmodel.model_error(pred["efficiency"][at], measured_efficiency))
+    return out
 
 
 def _speedup(ctx, case: str, params: dict, n: int, median: float) -> dict:
@@ -236,6 +285,14 @@ def _self_timed(ctx, case: str, params: dict, plan: dict, launch: Callable[[dict
         if "listens_beyond_loopback" in extra:
             print(f"harness: warning: scaling.{case}: {extra['listens_beyond_loopback']}", file=sys.stderr)
         extra.update(_speedup(ctx, case, params, n, extra["samples_per_s"]))
+        if cfg.get("sweep_bytes"):
+            ref = ctx.find("scaling", case, {**params, "workers": 1})
+            compute_s = ref.extra.get("step_s") if ref is not None and ref.status == "ok" else None
+            extra.update(link_model(out["ranks"], n, compute_s, extra["n_params"] * 4, plan["bucket_bytes"],
+                                    extra.get("efficiency"), extra["step_s"]))
+            if extra.get("model_missed"):
+                print(f"harness: warning: scaling.{case}: the communication model misses the measured efficiency "
+                      f"by {extra['model_error']:+.0%} (flagged model_missed)", file=sys.stderr)
         return Measurement(samples=samples, warmup=warm, extra=extra)
 
     return SelfTimed(measure=measure)
@@ -318,6 +375,45 @@ def _task_slots(ctx, n: int) -> int:
     return slots
 
 
+def _loopback_only(p: dict, launcher: str) -> None:
+    if p["network"] != emulated.LOOPBACK:
+        raise Unavailable(f"network={p['network']}: {launcher} starts its ranks on this machine, not on Spark "
+                          "executors, so it can't run on the emulated cluster's hosts: only horovod_spark and "
+                          "torch_distributor (local_mode=false) take a network rate")
+
+
+def _cluster(ctx, p: dict, plan: dict) -> dict | None:
+    """None on loopback; else the emulated cluster at the case's rate (set now), its facts in the record.
+    Unavailable (with the command that fixes it) when the run is not on that cluster."""
+    rate = p["network"]
+    if rate == emulated.LOOPBACK:
+        return None
+    sc = ctx.spark.sparkContext
+    _, why = emulated.check(sc.master, sc.getConf().get("spark.driver.host"), rate)
+    if why:
+        raise Unavailable(why)
+    state = emulated.set_rate(rate)
+    plan["info"].update(link_rate=rate, link_rate_bits_per_s=emulated.rate_bits(rate),
+                        link_rate_applied=state["applied"], cluster_hosts=state.get("WORKERS", "").split())
+    want = emulated.rate_bits(rate)
+    if not state["applied"] or any(_tc_bits(v) != want for v in state["applied"].values()):
+        raise CheckFailed(f"tc shows {state['applied']} on the cluster's links, not {rate}")
+    return state
+
+
+def _tc_bits(shown: str) -> int | None:
+    """tc's rate text (1Gbit, 100Mbit) in bits/s; None when it is not one."""
+    try:
+        return emulated.rate_bits(shown.lower())
+    except ValueError:
+        return None
+
+
+def _emulated_info(state: dict) -> dict:
+    return {"network": f"emulated cluster ({state['MASTER']}): ranks on its hosts' namespaces, Gloo on "
+                       f"{state['IFACE']}, links {state['RATE']} (tbf, both directions)"}
+
+
 # ---- the cases -----------------------------------------------------------------------------------------------
 
 HOROVOD_FIX = "build it with scripts/build-horovod.sh .venv (PyTorch + Gloo; GPUs: HOROVOD_GPU_OPERATIONS=NCCL)"
@@ -326,6 +422,7 @@ HOROVOD_FIX = "build it with scripts/build-horovod.sh .venv (PyTorch + Gloo; GPU
 @_case("horovod")
 def horovod(ctx, **p) -> SelfTimed:
     """horovodrun -np N --gloo on loopback, PyTorch ranks."""
+    _loopback_only(p, "horovodrun")
     plan = _plan(ctx, "horovodrun", p, "torch")
     _need_horovod(p["device"])
     horovodrun = Path(sys.executable).with_name("horovodrun")
@@ -361,6 +458,10 @@ def horovod_spark(ctx, **p) -> SelfTimed:
     _need_horovod(p["device"])
     slots = _task_slots(ctx, plan["n"])
     plan["info"].update(task_slots=slots, master=ctx.spark.sparkContext.master)
+    state = _cluster(ctx, p, plan)
+    iface = state["IFACE"] if state else "lo"
+    fusion = int(os.environ.get("HOROVOD_FUSION_THRESHOLD", commmodel.HOROVOD_FUSION_BYTES))
+    plan["bucket_bytes"] = plan["info"]["bucket_bytes"] = fusion
 
     def launch(cfg: dict, timeout_s: float) -> dict:
         import horovod.spark
@@ -368,11 +469,11 @@ def horovod_spark(ctx, **p) -> SelfTimed:
         from ..distributed.torch_ranks import horovod_fn
 
         log = io.StringIO()
-        env = {**os.environ, **RANK_ENV, "HOROVOD_GLOO_IFACE": "lo", "OMP_NUM_THREADS": str(cfg["threads"])}
+        env = {**os.environ, **RANK_ENV, "HOROVOD_GLOO_IFACE": iface, "OMP_NUM_THREADS": str(cfg["threads"])}
 
         def go():
             with _no_signal_handlers():
-                return horovod.spark.run(horovod_fn, args=(cfg,), num_proc=plan["n"], use_gloo=True, nics={"lo"},
+                return horovod.spark.run(horovod_fn, args=(cfg,), num_proc=plan["n"], use_gloo=True, nics={iface},
                                          env=env, stdout=log, stderr=log, verbose=0,
                                          start_timeout=int(min(120, _margin(timeout_s))))
 
@@ -380,10 +481,14 @@ def horovod_spark(ctx, **p) -> SelfTimed:
             ctx.spark.sparkContext.cancelAllJobs()
             _kill_ranks("horovod")
 
-        with _output_on_error(log), loopback.horovod_spark_on_loopback():
+        # on the emulated cluster its services must be reachable from the other hosts: they bind inside the
+        # cluster's private namespaces instead of 127.0.0.1
+        servers = contextlib.nullcontext() if state else loopback.horovod_spark_on_loopback()
+        with _output_on_error(log), servers:
             results = _in_thread(go, _margin(timeout_s), kill, "horovod.spark.run")
         # every rank returns the gathered figures; rank 0's copy is enough
-        return {**results[0], "launch_info": {"network": "host, servers bound to 127.0.0.1"}}
+        info = _emulated_info(state) if state else {"network": "host, servers bound to 127.0.0.1"}
+        return {**results[0], "launch_info": info}
 
     return _self_timed(ctx, "horovod_spark", p, plan, launch)
 
@@ -396,6 +501,13 @@ def torch_distributor(ctx, local_mode: bool, **p) -> SelfTimed:
     plan["info"].update(local_mode=local_mode, master=sc.master)
     if not local_mode:
         plan["info"]["task_slots"] = _task_slots(ctx, plan["n"])
+    elif p["network"] != emulated.LOOPBACK:
+        raise Unavailable(f"network={p['network']} needs local_mode=false: local mode runs torchrun's ranks on "
+                          "the driver, not on the emulated cluster's hosts")
+    state = _cluster(ctx, p, plan)
+    plan["bucket_bytes"] = plan["info"]["bucket_bytes"] = commmodel.DDP_BUCKET_BYTES  # DDP's bucket_cap_mb
+    if state:  # Gloo on the host namespace's rate-limited link (set before the rank imports torch)
+        plan["cfg"]["rank_env"] = {**plan["cfg"]["rank_env"], "GLOO_SOCKET_IFNAME": state["IFACE"]}
     if p["device"] == "gpu":
         key = "spark.driver.resource.gpu.amount" if local_mode else "spark.task.resource.gpu.amount"
         if int(sc.getConf().get(key, "0")) < 1:
@@ -414,9 +526,17 @@ def torch_distributor(ctx, local_mode: bool, **p) -> SelfTimed:
             sc.cancelAllJobs()
             _kill_ranks("torch_run_process_wrapper")
 
-        # torchrun (and its ranks) in the namespace; the driver's log server (local_mode false) on loopback
-        with loopback.namespace("torchrun's rendezvous store") as (ns, network), loopback.loopback_servers():
-            torchrun = loopback.torchrun_runner(ns.prefix if ns else [])
+        if state:
+            # ranks on the emulated hosts, torchrun advertising each host's address; the driver's log server must
+            # be reachable from them, so it binds inside the driver's namespace
+            spots = contextlib.nullcontext((None, _emulated_info(state)))
+            servers = contextlib.nullcontext()
+        else:
+            # torchrun (and its ranks) in the namespace; the driver's log server (local_mode false) on loopback
+            spots = loopback.namespace("torchrun's rendezvous store")
+            servers = loopback.loopback_servers()
+        with spots as (ns, network), servers:
+            torchrun = loopback.torchrun_runner(ns.prefix if ns else [], None if state else loopback.LOOPBACK)
 
             def go():
                 # torchrun's output is streamed to stdout line by line; keep it for the error message instead
@@ -435,6 +555,7 @@ def torch_distributor(ctx, local_mode: bool, **p) -> SelfTimed:
 def tf_multiworker(ctx, **p) -> SelfTimed:
     """tf.distribute.MultiWorkerMirroredStrategy, one process per worker, TF_CONFIG on 127.0.0.1 ports."""
     _need("tensorflow", "install the pinned tensorflow-cpu (requirements.txt)")
+    _loopback_only(p, "MultiWorkerMirroredStrategy")
     plan = _plan(ctx, "MultiWorkerMirroredStrategy", p, "tf")
 
     def launch(cfg: dict, timeout_s: float) -> dict:

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 from .records import BASE_WORKERS, fmt, slug
-from .views import Chart, CurvesPlot, DotsPlot, LatencyPlot, ScalingPlot
+from .views import Chart, CurvesPlot, DotsPlot, LatencyPlot, PredictionPlot, ScalingPlot
 
 DPI = 100
 WIDTH_IN = 10.0
@@ -30,7 +30,7 @@ def render(chart: Chart, plot_dir: Path, index: int) -> Path:
     from matplotlib.figure import Figure
 
     drawer = {DotsPlot: draw_dots, ScalingPlot: draw_scaling, CurvesPlot: draw_curves,
-              LatencyPlot: draw_latency}[type(chart.plot)]
+              LatencyPlot: draw_latency, PredictionPlot: draw_prediction}[type(chart.plot)]
     fig = Figure(figsize=(WIDTH_IN, min(max(chart.height_in, 3.0), 30.0)), dpi=DPI, layout="constrained")
     drawer(fig, chart.plot)
     fig.suptitle(chart.title, fontsize=11)
@@ -139,6 +139,32 @@ def draw_scaling(fig, plot: ScalingPlot) -> None:
     ax2.set_ylabel("efficiency (fraction of ideal)")
     ax2.set_title("efficiency", fontsize=9)
     ax2.set_ylim(0, 1.15)
+    _legend_below(fig, handles)
+
+
+def draw_prediction(fig, plot: PredictionPlot) -> None:
+    from matplotlib.lines import Line2D
+
+    ax = fig.add_subplot(111)
+    colors = dict(zip([name for name, _, _ in plot.lines], _palette(len(plot.lines))))
+    handles = []
+    for name, ns, effs in plot.lines:
+        ax.plot(ns, effs, "-", color=colors[name])
+        handles.append(Line2D([], [], color=colors[name], marker="o", label=f"{name}: predicted (line), measured"))
+    for name, n, eff, lo, hi, missed in plot.points:
+        color = colors.get(name, "black")
+        ax.errorbar([n], [eff], yerr=[[max(eff - lo, 0)], [max(hi - eff, 0)]], fmt="o", color=color, capsize=3)
+        if missed:
+            ax.plot([n], [eff], "o", ms=14, mfc="none", mec="red", mew=1.5)
+    if any(p[5] for p in plot.points):
+        handles.append(Line2D([], [], ls="", marker="o", ms=10, mfc="none", mec="red",
+                              label="missed by the model (> 25%)"))
+    ax.axhline(1.0, color="gray", ls=":")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("workers (log scale)")
+    ax.set_ylabel("efficiency = throughput(N) / (N x throughput(1))")
+    ax.set_ylim(0, 1.15)
+    ax.grid(alpha=0.3)
     _legend_below(fig, handles)
 
 

@@ -87,6 +87,15 @@ class ScalingPlot:
 
 
 @dataclass
+class PredictionPlot:
+    """The communication model's predicted efficiency against workers (log axis), a line per launcher and
+    network, with the measured points and their intervals on top; points the model missed are marked."""
+
+    lines: list[tuple[str, list[int], list[float]]]  # name, workers, predicted efficiency
+    points: list[tuple[str, int, float, float, float, bool]]  # name, workers, efficiency, low, high, missed
+
+
+@dataclass
 class CurvesPlot:
     lines: list[tuple[str, list[tuple[float, float]]]]
     metric: str
@@ -104,7 +113,7 @@ class LatencyPlot:
     knee: float | None  # the highest rate up to which every rate kept up
 
 
-Plot = Union[DotsPlot, ScalingPlot, CurvesPlot, LatencyPlot]
+Plot = Union[DotsPlot, ScalingPlot, CurvesPlot, LatencyPlot, PredictionPlot]
 
 
 @dataclass
@@ -153,6 +162,7 @@ def plan_views(runs: list, paired: dict | None = None) -> list[Section]:
                 if not all(is_scaling_point(r) for r in ok):  # else the scaling charts already show every record
                     sec.items += comparison(exp, ok, log_axes)
                 sec.items += scaling(exp, ok)
+                sec.items += predicted_scaling(exp, ok)
                 sec.items += curves(exp, ok)
                 sec.items += latency_vs_rate(exp, ok)
             sections.append(sec)
@@ -428,6 +438,52 @@ def scaling(exp: str, ok: list[Result]) -> list[Chart]:
     return out
 
 
+def predicted_scaling(exp: str, ok: list[Result]) -> list[Chart]:
+    """Records carrying the communication model's `prediction` (scaling on an emulated network): predicted
+    efficiency for 1..256 workers per launcher and network, the measured points (this record and its 1-worker
+    reference) with their intervals, and the model's error at each measured point (> 25% flagged)."""
+    predicted = [r for r in ok if isinstance(r.extra.get("prediction"), dict) and is_scaling_point(r)]
+    if not predicted:
+        return []
+    lines, points, rows = [], [], []
+    label_keys = [k for k in varying_keys(predicted) if k != WORKERS_AXIS]
+    for r in sorted(predicted, key=lambda r: (r.case, str(r.params.get("network")), workers_of(r) or 0)):
+        name = label(r, sorted(set(label_keys) | {"network"}))
+        pred = r.extra["prediction"]
+        lines.append((name, list(pred["workers"]), list(pred["efficiency"])))
+        ref = next((o for o in ok if o.case == r.case and workers_of(o) == BASE_WORKERS
+                    and {k: v for k, v in o.params.items() if k != WORKERS_AXIS}
+                    == {k: v for k, v in r.params.items() if k != WORKERS_AXIS}), None)
+        fit = r.extra.get("link_fit") or {}
+        link = (f"{fmt(fit.get('bandwidth_gbit_s'))} Gbit/s, {fmt((fit.get('latency_s') or 0) * 1e6)} µs, "
+                f"rms residual {percent(fit.get('rms_residual'))}") if fit else "—"
+        if ref is not None and throughput(ref):
+            t1 = throughput(ref)[0]
+            _, lo, hi, _ = throughput(ref)
+            points.append((name, BASE_WORKERS, 1.0, lo / t1, hi / t1, False))
+            n = workers_of(r)
+            v, lo, hi, _ = throughput(r)
+            eff = v / (n * t1)
+            missed = bool(r.extra.get("model_missed"))
+            points.append((name, n, eff, lo / (n * t1), hi / (n * t1), missed))
+            err = r.extra.get("model_error")
+            rows.append([name, link, str(n), f"{eff:.0%} ({lo / (n * t1):.0%} – {hi / (n * t1):.0%})",
+                         percent(r.extra.get("predicted_efficiency")),
+                         f"{err:+.0%}" if isinstance(err, (int, float)) else "—",
+                         "MISSED (> 25%)" if missed else "within 25%"])
+        else:
+            rows.append([name, link, str(workers_of(r)), "— (no 1-worker record)",
+                         percent(r.extra.get("predicted_efficiency")), "—", "—"])
+    note = ("Lines: efficiency predicted by the ring-allreduce model (1-worker step time + 2(N-1) latency per "
+            "fused bucket + 2(N-1)/N x gradient bytes / bandwidth, no overlap), from the link fitted to the "
+            "allreduce sweep on that network. Dots: measured efficiency with the median's interval; a red ring "
+            "marks a point the model misses by more than 25%.")
+    table = Table(["line (launcher, network)", "fitted link", "workers", "measured efficiency (interval)",
+                   "predicted", "model error", "flag"], rows)
+    return [Chart(f"{exp}: predicted vs measured efficiency per network", PredictionPlot(lines, points), table,
+                  note, height_in=4.6)]
+
+
 # ---------------------------------------------------------------------------------------------- curves
 
 def curve_of(v: Any) -> list[tuple[float, float]] | None:
@@ -649,4 +705,4 @@ def change_text(ratio: float, better: str, unit: str) -> str:
 
 __all__ = ["Chart", "CurvesPlot", "DotsPlot", "Group", "LatencyPlot", "Point", "ScalingLine", "ScalingPlot", "Section",
            "Table", "axis_scales", "case_table", "change_text", "comparison", "curves", "families",
-           "latency_vs_rate", "plan_views", "scaling", "side_by_side"]
+           "latency_vs_rate", "plan_views", "predicted_scaling", "scaling", "side_by_side"]
