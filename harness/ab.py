@@ -139,6 +139,7 @@ def measure_pair(a: CaseRun, b: CaseRun, sides: tuple[Side, Side], pairs: int, w
         attempts.append(_Attempt(side, case, base))
     probe = None
     live = list(attempts)
+    alone: dict[str, str] = {}  # a side measured without a partner: why
 
     def fail(att: _Attempt, status: str, error: dict[str, str]) -> None:
         att.failure = (status, error)
@@ -203,6 +204,15 @@ def measure_pair(a: CaseRun, b: CaseRun, sides: tuple[Side, Side], pairs: int, w
                 ra, rb = attempts[0].samples[-1], attempts[1].samples[-1]
                 progress.update(f"pair {i + 1}/{target}: A {ra:.4g} s  B {rb:.4g} s  B/A {rb / ra:.3f}")
             i += 1
+        if len(live) == 1 and not live[0].samples:
+            # the other side can't run the case (e.g. unavailable on its stack): this side's figures are still a
+            # measurement, taken alone and said to be unpaired, rather than an `ok` record without samples
+            att = live[0]
+            other = next(o for o in attempts if o is not att)
+            progress.update(f"side {att.side.name} alone: {other.failure[0]} on side {other.side.name}")
+            step(att, "unpaired samples", lambda: att.samples.extend(
+                v for _, _, v in att.side.worker.samples(0, pairs, deadline)), deadline)
+            alone[att.side.name] = (f"side {other.side.name}: {other.failure[0]}; samples taken alone")
         for att in list(live):
             extra = step(att, "checks", lambda: att.side.worker.finish(deadline), deadline)
             if extra is not None:
@@ -213,6 +223,8 @@ def measure_pair(a: CaseRun, b: CaseRun, sides: tuple[Side, Side], pairs: int, w
         attempts[0].failure = ("error", {"type": "Unpaired", "message": "the sides took different numbers of samples"})
     for att in attempts:
         att.extra = {**att.extra, "ab_side": att.side.name, "ab_pairs": len(att.samples), "ab_first_look": pairs}
+        if att.side.name in alone:
+            att.extra.update(ab_pairs=0, ab_unpaired=alone[att.side.name])
     return attempts[0].result(machine), attempts[1].result(machine)
 
 

@@ -19,7 +19,11 @@ UNPAIRED_NOTE = ("UNPAIRED comparison of two runs: a machine whose speed drifts 
                  "A and B samples taken back to back.")
 
 
-def _pct(x: float | None) -> str:
+def change_percent(x: float | str | None) -> str:
+    """A relative change as text; infinite (a change no sample count here could show) is "unreachable". Accepts
+    the strings JSON stores non-finite floats as."""
+    if isinstance(x, str):
+        x = float(x)
     if x is None or math.isnan(x):
         return "-"
     if math.isinf(x):
@@ -52,7 +56,7 @@ def text(decision: Decision, preamble: list[str]) -> str:
     for cv in decision.cases:
         verdict = cv.verdict + (f" ({cv.note})" if cv.note else "")
         rows.append((cv.label, _num(cv.baseline_median, cv.unit), _num(cv.current_median, cv.unit), _ratio(cv),
-                     _p(cv.p), _p(cv.q), _pct(cv.mdc), verdict))
+                     _p(cv.p), _p(cv.q), change_percent(cv.mdc), verdict))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         lines.append("  ".join(v.ljust(w) for v, w in zip(r[:-1], widths)) + "  " + r[-1])
@@ -91,7 +95,7 @@ def _how_to_read(decision: Decision) -> list[str]:
     unit = "pairs" if decision.paired else "samples"
     lines.append(f"False discovery rate controlled with Benjamini-Hochberg over {n} compared case(s) at "
                  f"alpha={decision.alpha:g}; a case regressed when q <= {decision.alpha:g} and ratio > "
-                 f"{1 + decision.threshold:.3g} (threshold {_pct(decision.threshold)}).")
+                 f"{1 + decision.threshold:.3g} (threshold {change_percent(decision.threshold)}).")
     lines.append(f"detectable: smallest worsening these {unit} detect with {POWER:.0%} power (simulated for this "
                  f"test at the observed noise) at a lone-case p <= {decision.lone_alpha:.2g} (alpha/{n}"
                  f"{f'/{looks} looks' if looks > 1 else ''}); "

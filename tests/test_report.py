@@ -675,3 +675,17 @@ def test_predicted_scaling_chart_per_network_with_measured_points_and_misses(tmp
 
     matplotlib.use("Agg", force=True)
     assert draw.render(chart, tmp_path, 1).read_bytes().startswith(PNG_MAGIC)
+
+
+def test_paired_section_reads_an_unreachable_detectable_change_from_ab_json():
+    """ab.json stores a non-finite detectable change as the string "inf" (JSON has no infinity): the report says
+    "unreachable" instead of failing."""
+    ab = {"design": "paired", "pairs": 10, "threshold": 0.05, "alpha": 0.05,
+          "cases": [{"case": "udf.native", "params": {"rows": 10}, "baseline_median": 0.5, "current_median": 0.3,
+                     "ratio": 0.6, "ratio_ci": [0.55, 0.66], "ci_level": 0.95, "p": 1.0, "q": 1.0, "mdc": "inf",
+                     "verdict": "improved"},
+                    {"case": "udf.row_udf", "params": {"rows": 10}, "baseline_median": 0.5, "current_median": 0.5,
+                     "ratio": 1.0, "ratio_ci": [0.98, 1.02], "ci_level": 0.95, "p": 0.5, "q": 0.5, "mdc": 0.031,
+                     "verdict": "unchanged"}]}
+    (chart,) = [item for item in views.paired_section(ab).items if isinstance(item, views.Chart)]
+    assert [row[7] for row in chart.table.rows] == ["unreachable", "3.1%"]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Union
 
 from .. import decide
+from ..render import change_percent
 from ..record import Result
 from .records import (BASE_WORKERS, WORKERS_AXIS, best_match, ci_header, ci_level, clear_of, constant_params, fmt,
                       gain, interval, interval_cell, interval_text, is_scaling_point, label, limit_cases, median,
@@ -603,7 +604,7 @@ def paired_section(ab: dict) -> Section:
                      f"{lo:.3f}-{hi:.3f} ({level * 100:.1f}%)" if lo is not None and level else "—",
                      f"{c['p']:.3g}" if c.get("p") is not None else "—",
                      f"{c['q']:.3g}" if c.get("q") is not None else "—",
-                     f"{c['mdc'] * 100:.1f}%" if c.get("mdc") is not None else "—", c.get("verdict", "")])
+                     change_percent(c.get("mdc")), c.get("verdict", "")])
         if c.get("ratio") is not None and lo is not None:
             points.append(Point(label, c["ratio"], lo, hi, "B/A"))
     table = Table(["case", "A median", "B median", "B/A", "interval (coverage)", "p", "q (BH)", "detectable",
