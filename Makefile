@@ -1,12 +1,14 @@
 # Two commands on a fresh machine: `make run` (quick suite) and `make test`. Both set up .venv when needed.
-VENV   := .venv
+# STACK=spark4 does the same with the Spark 4 stack in .venv-spark4 (docs/DESIGN.md, "The Spark 4 stack").
+STACK  ?=
+VENV   := $(if $(filter spark4,$(STACK)),.venv-spark4,.venv)
 PY     := $(VENV)/bin/python
 RESULTS ?= results
 
 .PHONY: setup run test asv gate-validation gpu-check clean-venv
 
 setup:
-	@bash scripts/setup.sh
+	@STACK=$(STACK) bash scripts/setup.sh
 
 run: setup
 	$(VENV)/bin/harness run quick --results $(RESULTS)

@@ -26,7 +26,7 @@ def _error(msg: str, code: int = EXIT_USAGE) -> int:
 
 
 def _shared_options() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]:
-    """Options several commands take, defined once: --results DIR and --json."""
+    """Options several commands take, defined once: --results DIR and --json (--master/--remote: _spark_options)."""
     results = argparse.ArgumentParser(add_help=False)
     results.add_argument("--results", type=Path, default=Path(os.environ.get("HARNESS_RESULTS", "results")),
                          metavar="DIR", help="results folder: runs, baselines/, mlflow.db (default "
@@ -36,8 +36,43 @@ def _shared_options() -> tuple[argparse.ArgumentParser, argparse.ArgumentParser]
     return results, as_json
 
 
+def _spark_options() -> argparse.ArgumentParser:
+    """Where the cases' Spark runs, for every command that runs cases (run, ab): one of --master and --remote."""
+    spark = argparse.ArgumentParser(add_help=False)
+    spark.add_argument("--master", help="Spark master URL (default local[N], N = cores)")
+    spark.add_argument("--remote", metavar="sc://HOST:PORT",
+                       help="run the cases through a Spark Connect server instead of a driver of their own "
+                            "(start one with scripts/spark-connect.sh start; needs the Spark 4 stack); cases that "
+                            "need the classic SparkContext are recorded unavailable")
+    return spark
+
+
+def spark_target_problem(args) -> str | None:
+    """What is wrong with --master/--remote (both given, a malformed URL, no server, no Connect client), or
+    None. A usable --remote becomes the workers' master: an sc:// master is a Connect server (harness.spark)."""
+    remote, master = getattr(args, "remote", None), getattr(args, "master", None)
+    if master and master.startswith("sc://"):
+        return f"--master {master}: a Spark Connect URL goes to --remote, e.g. --remote {master}"
+    if remote is None:
+        return None
+    if master:
+        return (f"--remote {remote} and --master {master}: give one (--remote runs the cases through a Spark "
+                "Connect server, --master on a driver of their own)")
+    from .spark import connect_client_problem, remote_problem
+
+    if problem := remote_problem(remote):
+        return problem
+    pythons = [getattr(args, f"{side}_python", None) for side in ("a", "b")]
+    if args.command == "run" or not all(pythons):  # a worker on this interpreter is a Connect client
+        if problem := connect_client_problem():
+            return problem
+    args.master = remote
+    return None
+
+
 def build_parser() -> argparse.ArgumentParser:
     results, as_json = _shared_options()
+    spark = _spark_options()
     p = argparse.ArgumentParser(
         prog="harness",
         description="Benchmark and compare distributed ML on Apache Spark: ingestion, UDF styles, "
@@ -53,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("list", parents=[as_json], help="experiments, cases and parameter axes with defaults")
 
-    run = sub.add_parser("run", parents=[results], help="run a suite, an experiment or one case",
+    run = sub.add_parser("run", parents=[results, spark], help="run a suite, an experiment or one case",
                          description="Runs TARGETs: a suite (quick, full, or a .toml file), an experiment "
                                      "(ingestion) or a case (ingestion.small_files). Writes "
                                      "RESULTS/<run_id>/results.jsonl and env.json, logs to MLflow, writes a report.")
@@ -63,7 +98,6 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--repeats", type=int, help="measured repeats per case (default: suite's, else 5)")
     run.add_argument("--warmup", type=int, help="warm-up (cold) runs per case, kept apart (default 1)")
     run.add_argument("--timeout", type=float, metavar="S", help="per-case timeout in seconds (default 900)")
-    run.add_argument("--master", help="Spark master URL (default local[N], N = cores)")
     run.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE", help="Spark conf (repeatable)")
     run.add_argument("--run-id", help="name of this run (default: UTC timestamp + random suffix)")
     run.add_argument("--resume", action="store_true",
@@ -106,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="significance level after false-discovery-rate control (default 0.05)")
 
     ab = sub.add_parser(
-        "ab", parents=[results, as_json], help="paired A/B comparison: the regression gate for noisy machines",
+        "ab", parents=[results, as_json, spark], help="paired A/B comparison: the regression gate for noisy machines",
         description="Runs every case on two long-lived workers, A and B, and takes their samples in pairs (one A "
                     "and one B back to back, in random order), so a machine whose speed drifts hits both sides "
                     "alike. Decides on the paired log ratios (one-sided Wilcoxon signed-rank, Benjamini-Hochberg "
@@ -143,7 +177,6 @@ def build_parser() -> argparse.ArgumentParser:
     ab.add_argument("--pin-cpu", type=int, metavar="CPU",
                     help="pin both workers to this CPU (for single-threaded cases: both sides share one core)")
     ab.add_argument("--timeout", type=float, metavar="S", help="per-case timeout in seconds (default 900)")
-    ab.add_argument("--master", help="Spark master URL (default local[N], N = cores)")
     ab.add_argument("--run-id", help="name of this comparison (default: ab- + UTC timestamp)")
     ab.add_argument("--tracking-uri", help="MLflow tracking URI (default as for `run`)")
     ab.add_argument("--no-mlflow", action="store_true", help="skip MLflow")
@@ -385,7 +418,7 @@ def _execute(req: RunRequest) -> int:
     # how the run was asked for and how it ended: `harness log` summarises the run in MLflow from it
     env["invocation"] = {"targets": list(args.targets), "suite": req.plan.description or None,
                          "repeats": args.repeats, "warmup": args.warmup, "timeout_s": args.timeout,
-                         "master": args.master, "outcome": "running"}
+                         "master": args.master, "remote": getattr(args, "remote", None), "outcome": "running"}
     record.write_json(env_file, env)
     settings = Settings(args.repeats, args.warmup, args.timeout, suite=dict(req.plan.defaults))
 
@@ -638,6 +671,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     from .record import StorageError
 
+    if problem := spark_target_problem(args):
+        if getattr(args, "json", False):
+            from .render import print_error
+
+            return print_error(problem, True)
+        return _error(problem)
     try:
         return COMMANDS[args.command](args)
     except KeyboardInterrupt:

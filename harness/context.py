@@ -20,7 +20,7 @@ def default_cache_dir() -> Path:
 class RunContext:
     run_id: str
     run_dir: Path
-    master: str | None = None
+    master: str | None = None  # a master URL, or an sc:// URL: a Spark Connect server (--remote)
     conf: dict[str, str] = field(default_factory=dict)
     data: Path | None = None  # --data: a real image folder or CSV file replacing generated data
     cache_dir: Path = field(default_factory=default_cache_dir)
@@ -72,8 +72,15 @@ class RunContext:
             from .spark import create_session, describe
 
             self._spark, startup_s = create_session(self.master, self.conf, app_name=f"harness-{self.run_id}")
-            self.spark_info = describe(self._spark, startup_s)
+            self.spark_info = describe(self._spark, startup_s, remote=self.remote)
         return self._spark
+
+    @property
+    def remote(self) -> str | None:
+        """The Spark Connect URL when Spark is reached through a Connect server, else None."""
+        from .spark import is_remote
+
+        return self.master if is_remote(self.master) else None
 
     @property
     def spark_started(self) -> bool:
@@ -82,6 +89,8 @@ class RunContext:
     @property
     def cores(self) -> int:
         """Cores Spark runs tasks on (local[N] or the cluster's default parallelism)."""
+        if self._spark is not None and self.remote:  # no SparkContext: what the server's master says
+            return (self.spark_info or {}).get("default_parallelism") or os.cpu_count() or 1
         if self._spark is not None:
             return self._spark.sparkContext.defaultParallelism
         return os.cpu_count() or 1

@@ -137,6 +137,7 @@ class Worker:
     """What the coordinator drives, one case at a time: build, samples (any number of calls), finish."""
 
     on_wait: Callable[[], None] | None = None  # called about 4 times a second while waiting (progress)
+    spark_info: dict[str, Any] | None = None  # the worker's Spark description (spark.describe), once started
 
     @property
     def spark_started(self) -> bool:
@@ -229,6 +230,10 @@ class LocalWorker(Worker):
     @property
     def spark_started(self) -> bool:
         return self.ctx.spark_started
+
+    @property
+    def spark_info(self) -> dict[str, Any] | None:
+        return self.ctx.spark_info
 
     def request(self, msg: dict[str, Any], deadline: float) -> Iterator[dict[str, Any]]:
         emitted: list[dict[str, Any]] = []
@@ -599,11 +604,14 @@ class Coordinator:
         warm: list[float] = []
         samples: list[float] = []
         probe = None
+        via: dict[str, Any] = {}  # how the case reached Spark, when through a Spark Connect server
         try:
             worker.ensure_started()
             if spec.spark and not worker.spark_started:
                 progress.update("starting Spark")  # recorded in env.json, not charged to this case
                 worker.start_spark()
+            if spec.spark and (connect := (worker.spark_info or {}).get("connect")):
+                via = {"spark_connect": {k: connect.get(k) for k in ("url", "server_version")}}
             probe = MachineProbe()
             deadline = time.monotonic() + s.timeout_s
             progress.update("setup")
@@ -614,14 +622,14 @@ class Coordinator:
                 (warm if phase == "warmup" else samples).append(value)
                 progress.update(f"{phase} {i + 1}/{s.warmup if phase == 'warmup' else s.repeats}: {value:.4g} s")
             progress.update("checking")
-            extra = worker.finish(deadline)
+            extra = {**worker.finish(deadline), **via}
             if spec.roles:  # stored with the run, so the report reads them from the records
                 extra["roles"] = dict(spec.roles)
             return Result(**base, samples=samples, warmup=warm, stats=summarize(samples), extra=extra, status="ok",
                           ended_at=now_iso(), machine=probe.finish())
         except CaseFailed as e:
             base["version"] = e.version or base["version"]
-            return self._failed(base, e.status, e.error, warm, samples, probe)
+            return self._failed(base, e.status, e.error, warm, samples, probe, via)
         except Deadline:
             progress.update("past its timeout: cancelling")
             replaced = worker.abort()
@@ -630,14 +638,16 @@ class Coordinator:
             return self._failed(base, "timeout", {
                 "type": "TimeoutError",
                 "message": f"case ran past its {s.timeout_s:g} s timeout (--timeout); {len(samples)} of "
-                           f"{s.repeats} samples were taken; {what}"}, warm, samples, probe)
+                           f"{s.repeats} samples were taken; {what}"}, warm, samples, probe, via)
         except WorkerLost as e:
-            return self._failed(base, "error", {"type": "WorkerLost", "message": str(e)}, warm, samples, probe)
+            return self._failed(base, "error", {"type": "WorkerLost", "message": str(e)}, warm, samples, probe,
+                                via)
 
     def _failed(self, base: dict[str, Any], status: str, error: dict[str, str], warmup: list[float],
-                samples: list[float], probe: MachineProbe | None) -> Result:
+                samples: list[float], probe: MachineProbe | None, extra: dict[str, Any] | None = None) -> Result:
         message = scrub(error.get("message", ""), self.secrets)[-MAX_ERROR_CHARS:]
         return Result(**base, samples=list(samples), warmup=list(warmup), stats=summarize(samples), status=status,
+                      extra=dict(extra or {}),
                       error={"type": error.get("type", status), "message": message}, ended_at=now_iso(),
                       machine=probe.finish() if probe else {})
 

@@ -1,4 +1,5 @@
-"""SparkSession factory: local[N] by default, any --master URL; everything bound to 127.0.0.1.
+"""SparkSession factory: local[N] by default, any --master URL, or a Spark Connect server (--remote sc://...);
+everything bound to 127.0.0.1.
 
 One session per harness run, reused across cases. Its start-up (JVM + session) is timed once here and
 recorded in env.json's `spark` section, never inside a case.
@@ -74,8 +75,87 @@ def default_master() -> str:
     return f"local[{os.cpu_count() or 2}]"
 
 
+CONNECT_SCHEME = "sc://"
+CONNECT_START = "scripts/spark-connect.sh start"
+# what a case that reaches for the classic driver-side API gets under Connect
+NEEDS_CLASSIC = "needs the classic SparkContext (RDD/JVM API), which Spark Connect does not offer"
+# confs a Connect client cannot set: they belong to the server's JVM (driver, UI, event log), fixed at its start
+_SERVER_ONLY = ("spark.driver.", "spark.ui.", "spark.eventLog.", "spark.executor.", "spark.master",
+                "spark.redaction.regex")
+
+
+def is_remote(master: str | None) -> bool:
+    """Whether Spark is reached through a Spark Connect server (`--remote sc://HOST:PORT`)."""
+    return bool(master) and master.startswith(CONNECT_SCHEME)
+
+
+def remote_address(url: str) -> tuple[str, int] | None:
+    """(host, port) of an sc:// URL (port 15002 when none is given, as in pyspark), None when malformed."""
+    from urllib.parse import urlparse
+
+    if not is_remote(url):
+        return None
+    try:
+        parsed = urlparse("http://" + url[len(CONNECT_SCHEME):].split(";", 1)[0])
+        host, port = parsed.hostname, parsed.port or 15002
+    except ValueError:
+        return None
+    return (host, port) if host else None
+
+
+def remote_problem(url: str, timeout_s: float = 3.0) -> str | None:
+    """What is wrong with a --remote URL (malformed, or nothing accepts connections there), or None."""
+    import socket
+
+    address = remote_address(url)
+    if address is None:
+        return f"--remote {url!r}: expected sc://HOST:PORT, e.g. --remote sc://127.0.0.1:15002"
+    try:
+        with socket.create_connection(address, timeout=timeout_s):
+            return None
+    except OSError as e:
+        return (f"--remote {url}: no Spark Connect server answers there ({e.strerror or e}); start one with "
+                f"{CONNECT_START} (SPARK_CONNECT_PORT={address[1]} for that port)")
+
+
+def connect_client_problem() -> str | None:
+    """Why this interpreter cannot be a Spark Connect client (pyspark's Connect extras missing), or None.
+    Looked up without importing pyspark (the command line stays quick)."""
+    missing = [name for name in ("grpc", "google.rpc.status_pb2", "pyarrow", "pandas") if not _has_module(name)]
+    pyspark = _find("pyspark")
+    if pyspark is None or not (Path(pyspark).parent / "sql" / "connect" / "session.py").is_file():
+        missing.insert(0, "pyspark.sql.connect")
+    if not missing:
+        return None
+    return (f"--remote: this interpreter ({sys.executable}) is no Spark Connect client (missing "
+            f"{', '.join(missing)}); Connect needs the Spark 4 stack: make setup STACK=spark4, then use "
+            ".venv-spark4/bin/harness")
+
+
+def _find(name: str) -> str | None:
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    return spec.origin if spec else None
+
+
+def _has_module(name: str) -> bool:
+    return _find(name) is not None
+
+
+def is_connect_session(session) -> bool:
+    """Whether `session` is a Spark Connect client session (no SparkContext, no JVM in this process)."""
+    return type(session).__module__.startswith("pyspark.sql.connect")
+
+
 def create_session(master: str | None = None, conf: dict[str, str] | None = None, app_name: str = "harness"):
-    """Builds (or returns the active) SparkSession; returns (session, startup_s)."""
+    """Builds (or returns the active) SparkSession; returns (session, startup_s). An sc:// master connects to
+    a Spark Connect server instead of starting a driver here."""
+    if is_remote(master):
+        return _connect_session(master, conf or {}, app_name)
     check_java()
     loopback_environment()
     from pyspark.sql import SparkSession
@@ -96,6 +176,22 @@ def create_session(master: str | None = None, conf: dict[str, str] | None = None
         startup_s = time.perf_counter() - t0
     session.sparkContext.setLogLevel("ERROR")
     return session, startup_s
+
+
+def _connect_session(url: str, conf: dict[str, str], app_name: str):
+    """A Spark Connect client session on `url`. The server's JVM owns the driver, UI and event log confs (set
+    when scripts/spark-connect.sh starts it), and its log level; the client sets only session (SQL) confs."""
+    os.environ["PYSPARK_PYTHON"] = sys.executable  # a UDF pickled here is unpickled by the server's Python
+    from pyspark.sql import SparkSession
+
+    settings = {k: v for k, v in {**DEFAULT_CONF, **conf}.items() if not k.startswith(_SERVER_ONLY)}
+    builder = SparkSession.builder.remote(url).appName(app_name)
+    for k, v in settings.items():
+        builder = builder.config(k, v)
+    t0 = time.perf_counter()
+    session = builder.getOrCreate()
+    session.range(1).collect()  # the session is made lazily: the first call reaches the server
+    return session, time.perf_counter() - t0
 
 
 @contextlib.contextmanager
@@ -147,8 +243,10 @@ def command_line_warnings(conf: dict[str, str]) -> list[str]:
             for k, v in conf.items() if k.endswith("extraJavaOptions") and mask_text(v) != v]
 
 
-def describe(session, startup_s: float | None = None) -> dict[str, Any]:
+def describe(session, startup_s: float | None = None, remote: str | None = None) -> dict[str, Any]:
     """Spark version, master, cores, the conf (masked) and any command-line exposure warnings, for env.json."""
+    if is_connect_session(session):
+        return _describe_connect(session, startup_s, remote)
     sc = session.sparkContext
     conf = dict(sorted(sc.getConf().getAll()))
     info = {
@@ -161,6 +259,121 @@ def describe(session, startup_s: float | None = None) -> dict[str, Any]:
     if warnings := command_line_warnings(conf):
         info["warnings"] = warnings
     return info
+
+
+def _describe_connect(session, startup_s: float | None, remote: str | None) -> dict[str, Any]:
+    """The same description through Spark Connect: the version is the server's, the conf what the session can
+    read of it (spark.conf), the cores those of the server's local[N] master where it says so."""
+    conf: dict[str, str] = {}
+    try:
+        conf = dict(session.conf.getAll)  # pyspark >= 4.0; the server's Spark conf as this session sees it
+    except Exception:  # noqa: BLE001 - an older client: the keys that matter one by one
+        for key in ("spark.master", "spark.app.name", "spark.sql.shuffle.partitions", "spark.default.parallelism"):
+            value = session.conf.get(key, None)
+            if value is not None:
+                conf[key] = value
+    server_master = conf.get("spark.master")
+    parallelism = conf.get("spark.default.parallelism")
+    if parallelism is None and server_master:
+        parallelism = local_cores(server_master)
+    return {
+        "version": session.version,
+        "master": remote,
+        "default_parallelism": int(parallelism) if parallelism else None,
+        "startup_s": startup_s,
+        "conf": mask_mapping(dict(sorted(conf.items()))),
+        "connect": {"url": remote, "server_version": session.version, "server_master": server_master,
+                    "client_pyspark": _client_version()},
+    }
+
+
+def local_cores(master: str) -> int | None:
+    """N of local[N] (local[*]: this machine's CPUs), None for any other master."""
+    import re
+
+    m = re.fullmatch(r"local(?:\[(\d+|\*)(?:,\s*\d+)?\])?", master.strip())
+    if not m:
+        return None
+    return os.cpu_count() if m.group(1) in (None, "*") else int(m.group(1))
+
+
+def _client_version() -> str | None:
+    try:
+        import pyspark
+
+        return pyspark.__version__
+    except (ImportError, AttributeError):
+        return None
+
+
+def app_id(spark) -> str:
+    """The Spark application's id on either API (classic: the driver's; Connect: the server's), e.g. as part of
+    a memo key that must change with the session."""
+    return spark.conf.get("spark.app.id")
+
+
+def partition_count(df) -> int | None:
+    """df's partitions where the RDD API exists (classic); None through Spark Connect, which has no cheap way
+    to ask (counting them would run a job)."""
+    if is_connect_session(df.sparkSession):
+        return None
+    return df.rdd.getNumPartitions()
+
+
+def classic_only(exc: BaseException) -> str | None:
+    """The reason a case is unavailable under Spark Connect when `exc` (or what caused it) is pyspark's Connect
+    refusal of a classic-only API: the SparkContext, RDDs or the JVM (JVM_ATTRIBUTE_NOT_SUPPORTED, `rdd`), or
+    a feature Connect does not implement; it names the harness line that asked. None for any other failure."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        condition, params = _condition(exc), _params(exc)
+        where = _caller(exc)
+        if condition == "JVM_ATTRIBUTE_NOT_SUPPORTED":
+            return f"{NEEDS_CLASSIC} (it uses {params.get('attr_name', 'a JVM attribute')}{where})"
+        if condition == "NOT_IMPLEMENTED":
+            feature = params.get("feature", "")
+            if feature.strip("()") in ("rdd", "sparkContext", "_jvm", "_jsc"):
+                return f"{NEEDS_CLASSIC} (it uses {feature}{where})"
+            return f"uses {feature or 'an API'}, which Spark Connect does not implement{where}"
+        if isinstance(exc, AttributeError) and "'NoneType' object has no attribute '_j" in str(exc):
+            # pyspark code that looks up SparkContext._active_spark_context, which no Connect client has
+            return f"{NEEDS_CLASSIC} ({exc}{where})"
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _caller(exc: BaseException) -> str:
+    """', at harness/FILE.py:LINE': the innermost line of the harness's own code (not this module) in exc's
+    traceback, or ''."""
+    import traceback
+
+    package = Path(__file__).resolve().parent
+    found = ""
+    for frame in traceback.extract_tb(exc.__traceback__):
+        path = Path(frame.filename).resolve()
+        if path.is_relative_to(package) and path != Path(__file__).resolve():
+            found = f", at {path.relative_to(package.parent)}:{frame.lineno}"
+    return found
+
+
+def _condition(exc: BaseException) -> str | None:
+    for getter in ("getCondition", "getErrorClass"):  # pyspark 4 / 3.5 names of the same thing
+        f = getattr(exc, getter, None)
+        if callable(f):
+            try:
+                return f()
+            except Exception:  # noqa: BLE001
+                return None
+    return None
+
+
+def _params(exc: BaseException) -> dict[str, str]:
+    f = getattr(exc, "getMessageParameters", None)
+    try:
+        return dict(f() or {}) if callable(f) else {}
+    except Exception:  # noqa: BLE001
+        return {}
 
 
 def session_conf(spark, settings: dict[str, str]) -> Callable[[], None]:

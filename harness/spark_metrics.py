@@ -14,6 +14,9 @@ one call of its own (SelfTimed) cannot be split by sample: its figures are the w
 Python worker time: Spark 3.5 reports no time spent in Python workers; its Python UDF operators report only the
 bytes sent to and returned from them (`python_data_*_bytes`). Executor run time includes the wait for them, and
 executor CPU time counts JVM threads only, so the gap between the two bounds the Python side from above.
+
+Under Spark Connect (`--remote`) the jobs run in the server's JVM, whose event log this client neither configures
+nor reads: the record says so (`ConnectMetrics`) instead of carrying figures.
 """
 from __future__ import annotations
 
@@ -121,6 +124,32 @@ def wait_for_listeners(spark, timeout_ms: int = BUS_WAIT_MS) -> bool:
         return True
     except Exception:  # noqa: BLE001 - a timeout (py4j wraps it) or another Spark: read what is there
         return False
+
+
+CONNECT_REASON = ("not available through Spark Connect: the case's jobs run in the Connect server's JVM, whose "
+                  "event log and job properties this client neither sets nor reads")
+
+
+def for_session(spark, connect: bool = False):
+    """The per-case figure collector for a session: CaseMetrics, or ConnectMetrics for a Connect client."""
+    return ConnectMetrics(spark) if connect else CaseMetrics(spark)
+
+
+class ConnectMetrics:
+    """CaseMetrics' interface for a Spark Connect session: no figures, the reason instead."""
+
+    def __init__(self, spark):
+        self.spark = spark
+        self.split = True
+
+    def phase(self, name: str | None) -> None:
+        pass
+
+    def untag(self) -> None:
+        pass
+
+    def collect(self) -> dict[str, Any]:
+        return {"unavailable": CONNECT_REASON, "connect": True}
 
 
 class CaseMetrics:

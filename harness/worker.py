@@ -9,6 +9,10 @@ Requests and replies (harness.protocol) travel on pipes; a control thread reads 
 cancel reaches a worker whose main thread is inside a sample. Timing stays here: `timing.measure` around the
 call, and a sample is written to the pipe only after its clock stopped.
 
+Under Spark Connect (`--remote`) the session is a client of a Connect server: a case's operations carry a Connect
+tag instead of a job group (a cancel interrupts that tag), Spark's figures are not read, and a case that reaches
+for the classic SparkContext, RDDs or the JVM is `unavailable` with the reason (spark.classic_only).
+
 `Session` is the request handling without any transport, so tests run cases in-process through the same code.
 """
 from __future__ import annotations
@@ -65,6 +69,7 @@ class Session:
         self.current: Any = None  # id of the request being handled, so a late cancel is ignored
         self.cancelled = threading.Event()
         self._lock = threading.Lock()
+        self.tag: str | None = None  # the open case's Spark Connect operation tag (Connect only)
 
     def handle(self, msg: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
         """Runs one request; `emit` gets the sample messages; returns the final reply."""
@@ -80,7 +85,7 @@ class Session:
         except Unavailable as e:
             reply = failure("unavailable", e)
         except BaseException as e:  # noqa: BLE001 - every failure becomes a reply; the worker goes on
-            reply = failure("error", e)
+            reply = self._failure(e)
         with self._lock:
             if self.cancelled.is_set():
                 reply = {"op": "cancelled"}
@@ -98,9 +103,16 @@ class Session:
         isolation.kill_all()
         if self.ctx is not None and self.ctx.spark_started:
             try:
-                # one case runs at a time, so every job is this case's, including those of its own threads
-                self.ctx.spark.sparkContext.cancelAllJobs()
-            except Exception:  # noqa: BLE001 - a dying JVM: the coordinator's grace and kill take over
+                if self.ctx.remote:
+                    # the tag covers the operations the case's thread started; tags are per thread, so
+                    # interruptAll takes those of its own threads (one case runs at a time: all are this case's)
+                    if self.tag:
+                        self.ctx.spark.interruptTag(self.tag)
+                    self.ctx.spark.interruptAll()
+                else:
+                    # one case runs at a time, so every job is this case's, including those of its own threads
+                    self.ctx.spark.sparkContext.cancelAllJobs()
+            except Exception:  # noqa: BLE001 - a dying JVM or server: the coordinator's grace and kill take over
                 pass
 
     # ---- requests ----
@@ -111,10 +123,12 @@ class Session:
                                f"(harness at {Path(__file__).parent}) speaks {protocol.VERSION}")
         from .context import RunContext
         from .registry import load_all
-        from .spark import event_log_conf
+        from .spark import event_log_conf, is_remote
 
         s = msg["settings"]
-        conf = {**event_log_conf(Path(s["run_dir"])), **(s.get("conf") or {})}  # a user's --conf wins
+        # a user's --conf wins; through Connect the event log is the server's (not this client's to set)
+        log = {} if is_remote(s.get("master")) else event_log_conf(Path(s["run_dir"]))
+        conf = {**log, **(s.get("conf") or {})}
         self.ctx = RunContext(run_id=s["run_id"], run_dir=Path(s["run_dir"]), master=s.get("master"),
                               conf=conf, data=Path(s["data"]) if s.get("data") else None,
                               cache_dir=Path(s["cache_dir"]), seed=int(s.get("seed", 42)),
@@ -145,19 +159,24 @@ class Session:
         metrics = None
         try:
             if self.ctx.spark_started:
-                at_start = _spark_activity(self.ctx.spark)
-                self.ctx.spark.sparkContext.setJobGroup(msg["group"], msg.get("label", msg["group"]),
-                                                        interruptOnCancel=True)
+                if self.ctx.remote:
+                    self._tag(msg["group"])
+                else:
+                    at_start = _spark_activity(self.ctx.spark)
+                    self.ctx.spark.sparkContext.setJobGroup(msg["group"], msg.get("label", msg["group"]),
+                                                            interruptOnCancel=True)
                 if spec.spark:
-                    from .spark_metrics import CaseMetrics
+                    from .spark_metrics import for_session
 
-                    metrics = CaseMetrics(self.ctx.spark)
+                    metrics = for_session(self.ctx.spark, connect=bool(self.ctx.remote))
             built = spec.build(self.ctx, **msg["params"])
             if not isinstance(built, (Workload, SelfTimed)):
                 raise TypeError(f"{spec.target} builder returned {type(built).__name__}, expected Workload or "
                                 "SelfTimed")
         except BaseException as e:  # noqa: BLE001 - the failure is this case's record
-            return {**failure("unavailable" if isinstance(e, Unavailable) else "error", e), "version": version}
+            self._untag()
+            return {**(failure("unavailable", e) if isinstance(e, Unavailable) else self._failure(e)),
+                    "version": version}
         self.case = OpenCase(built, spark=metrics)
         return {"op": "ok", "version": version, "kind": type(built).__name__,
                 **{f"spark_{k}_at_start": v for k, v in at_start.items()}}
@@ -200,6 +219,7 @@ class Session:
         if case.spark is not None:
             extra["spark"] = case.spark.collect()
         self.case = None
+        self._untag()
         if built.teardown is not None:
             built.teardown()
         return {"op": "ok", "extra": extra}
@@ -216,6 +236,32 @@ class Session:
 
     # ---- helpers ----
 
+    def _failure(self, exc: BaseException) -> dict[str, Any]:
+        """An error reply, or `unavailable` when Spark Connect refused a classic-only API the case uses."""
+        if self.ctx is not None and self.ctx.remote:
+            from .spark import classic_only
+
+            if reason := classic_only(exc):
+                return failure("unavailable", Unavailable(reason))
+        return failure("error", exc)
+
+    def _tag(self, group: str) -> None:
+        """Tags the case's Spark Connect operations (from this thread) so a cancel can interrupt them. A tag
+        may not hold a comma (Spark's job-tag separator), and a case's identity does: a hash of it is used."""
+        import hashlib
+
+        self._untag()
+        self.tag = "harness-" + hashlib.sha1(group.encode()).hexdigest()[:16]
+        self.ctx.spark.addTag(self.tag)
+
+    def _untag(self) -> None:
+        if self.tag is not None and self.ctx is not None and self.ctx.spark_started:
+            try:
+                self.ctx.spark.removeTag(self.tag)
+            except Exception:  # noqa: BLE001 - a server gone: nothing to untag
+                pass
+        self.tag = None
+
     def _open(self) -> OpenCase:
         if self.case is None:
             raise RuntimeError("no case is built: send `build` first")
@@ -224,6 +270,7 @@ class Session:
     def close_case(self) -> None:
         """Tears down a case that failed or was cancelled; its teardown's own failure changes nothing now."""
         case, self.case = self.case, None
+        self._untag()
         if case is not None and case.spark is not None:
             try:
                 case.spark.untag()
@@ -238,6 +285,8 @@ class Session:
     def _wait_spark_idle(self, limit_s: float) -> int:
         """Waits until cancelled jobs and their tasks are gone; returns how many jobs + tasks are still running."""
         if self.ctx is None or not self.ctx.spark_started:
+            return 0
+        if self.ctx.remote:  # the server's scheduler is out of this client's sight; interrupt is all it can do
             return 0
         end = time.monotonic() + limit_s
         while True:

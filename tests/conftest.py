@@ -54,3 +54,13 @@ def mlflow_server(tmp_path_factory):
     assert started.returncode == 0, started.stdout + started.stderr
     yield f"http://127.0.0.1:{port}"
     subprocess.run(["bash", str(script), "stop"], capture_output=True, text=True, env=env, timeout=60)
+
+
+@pytest.fixture(scope="session")
+def spark4_stack():
+    """.venv-spark4, built by `make setup STACK=spark4` the first time a test needs it (later calls are instant:
+    its stamp caches it by the stack's inputs)."""
+    p = subprocess.run(["make", "-s", "setup", "STACK=spark4"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=3600)
+    assert p.returncode == 0, f"make setup STACK=spark4 failed:\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
+    return ROOT / ".venv-spark4"

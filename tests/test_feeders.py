@@ -435,6 +435,30 @@ def test_ipc_write_checks_the_expected_rows_and_keeps_other_folders(spark, tmp_p
     assert (other / "keep.txt").exists()
 
 
+def test_ipc_write_table_serves_a_driver_side_table(tmp_path):
+    """The toarrow feeder's hop: a pyarrow Table (as `toArrow()` returns it, in several record batches) written in
+    the ipc layout and read back by IpcFeeder, with the same row and label checks."""
+    import pyarrow as pa
+
+    from harness.feeders import ipc
+    from harness.workload import CheckFailed
+
+    ids = np.arange(250, dtype=np.float64)
+    x = pa.array([[float(i * 10 + j) for j in range(6)] for i in range(250)], pa.list_(pa.float32()))
+    table = pa.Table.from_batches(pa.table({"features": x, "label": ids}).to_batches(max_chunksize=100))
+    assert table.column("label").num_chunks == 3
+    manifest = ipc.write_table(table, tmp_path / "t", 6, expected_rows=250, expected_label_sum=float(ids.sum()))
+    assert manifest["rows"] == 250 and [f["path"] for f in manifest["files"]] == ["part-00000.arrow"]
+    f = ipc.IpcFeeder(tmp_path / "t", 64)
+    batches = list(f)
+    xs, ys = np.concatenate([b[0] for b in batches]), np.concatenate([b[1] for b in batches])
+    assert ys.tolist() == ids.tolist()
+    _check_pairs(xs, ys)
+    with pytest.raises(CheckFailed, match="wrote 250 rows, the DataFrame has 251"):
+        ipc.write_table(table, tmp_path / "u", 6, expected_rows=251)
+    assert not (tmp_path / "u").exists()
+
+
 def test_scaling_ipc_data_path_shards_rank_batches(spark, tmp_path):
     """The scaling experiment's `data=ipc`: Spark-generated tensors as IPC files, equal disjoint shards per rank."""
     from harness.distributed import data

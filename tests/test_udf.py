@@ -27,7 +27,7 @@ def _ok(result):
     ("native", "plus_one"), ("row_udf", "plus_one"), ("arrow_udf", "plus_one"), ("pandas_udf", "plus_one"),
     ("pandas_udf_iter", "cdf"), ("map_in_pandas", "cdf"), ("apply_in_pandas", "plus_one"),
     ("pandas_agg", "subtract_mean"), ("row_udf", "subtract_mean"), ("arrow_udf", "subtract_mean"),
-    ("apply_in_pandas", "subtract_mean"),
+    ("apply_in_pandas", "subtract_mean"), ("map_in_arrow", "cdf"),
 ])
 def test_style_matches_native(ctx, udf, style, workload):
     r = _ok(run_case(ctx, f"udf.{style}", workload=workload, rows=ROWS, groups=GROUPS))
@@ -107,11 +107,13 @@ def test_styles_that_cannot_express_a_workload_do_not_expand(udf):
     for target, sets in ((["udf.pandas_agg"], ["workload=plus_one,cdf,image_size"]),
                          (["udf.native"], ["workload=image_size,grayscale", "rows=10"]),
                          *(([f"udf.{style}"], ["workload=subtract_mean"])
-                           for style in ("pandas_udf", "pandas_udf_iter", "map_in_pandas"))):
+                           for style in ("pandas_udf", "pandas_udf_iter", "map_in_pandas", "map_in_arrow",
+                                         "arrow_array_udf", "arrow_array_udf_iter"))):
         with pytest.raises(ConfigError):
             plan(target, sets, reg)
     cases = plan(["udf"], ["workload=subtract_mean", "rows=100"], reg).cases
-    assert sorted(c.spec.name for c in cases) == ["apply_in_pandas", "arrow_udf", "native", "pandas_agg", "row_udf"]
+    assert sorted(c.spec.name for c in cases) == ["apply_in_arrow", "apply_in_pandas", "arrow_array_agg", "arrow_udf",
+                                                  "native", "pandas_agg", "row_udf"]
     every = plan(["udf"], ["workload=" + ",".join(udf.WORKLOADS), "rows=10"], reg).cases
     assert {(c.spec.name, c.params["workload"]) for c in every} == {
         (s, w) for s, ws in udf.STYLES.items() for w in ws}

@@ -86,7 +86,7 @@ def _epochs_factory(framework: str, spec: dict[str, Any], batch_size: int, shape
         else:
             batches = arrow.to_tf_dataset(feeder)
         return lambda: contextlib.nullcontext(batches)
-    if kind == "ipc":
+    if kind in ("ipc", "toarrow"):  # toarrow's Table arrives in the ipc layout (harness.feeders.toarrow)
         from ..feeders import ipc
 
         # opened (mapped) once here, so every epoch reads the same mapping: only the first one is cold

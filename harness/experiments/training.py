@@ -6,18 +6,18 @@ Cases
   (MLlib has no convolution) and so is `mlp` for regression (MLlib has no MLP regressor).
 - `torch` / `tensorflow`: the same architecture (`harness.models`), loss, optimizer (Adam), batch size and
   epochs, each in its own process (`harness.isolation.run_function`), fed by the `feeder` axis.
-- `feed_petastorm` / `feed_arrow` / `feed_ipc` / `feed_pandas` / `feed_limit`: epochs of the same training
-  batches delivered to `framework` over one open feeder, with a minimal consumer (a sum over every feature value,
-  a row count and a label checksum, checked every epoch; a feature checksum from one more, untimed epoch); the
-  warm-up epochs are the cold ones; `feed_limit` iterates the same batches already in memory as framework
-  tensors: the ceiling.
+- `feed_petastorm` / `feed_arrow` / `feed_ipc` / `feed_pandas` / `feed_toarrow` / `feed_limit`: epochs of the same
+  training batches delivered to `framework` over one open feeder, with a minimal consumer (a sum over every
+  feature value, a row count and a label checksum, checked every epoch; a feature checksum from one more, untimed
+  epoch); the warm-up epochs are the cold ones; `feed_limit` iterates the same batches already in memory as
+  framework tensors: the ceiling.
 
 Timed: framework cases, the training epochs (feeding included) of a fresh model per sample, measured inside
 the framework's process with `harness.timing`; mllib, `fit()`; feed cases, one epoch of batches per sample.
 Not timed: data generation, the shared Spark preprocessing (once per run and task, then reused by every case),
-each feeder's one-time materialisation (Spark -> Parquet, Petastorm's converter, `toPandas()`: recorded as
-`materialize_s`), process start-up and framework import, and the per-epoch test evaluation that gives the
-quality-over-time series `quality_series` ([train_s, metric] per epoch) and `time_to_target_s`.
+each feeder's one-time materialisation (Spark -> Parquet, Petastorm's converter, `toPandas()`, `toArrow()`:
+recorded as `materialize_s`), process start-up and framework import, and the per-epoch test evaluation that
+gives the quality-over-time series `quality_series` ([train_s, metric] per epoch) and `time_to_target_s`.
 
 Fairness: one preprocessing and one seeded split for all frameworks; threads equal (`threads` = Spark's cores,
 intra- and inter-op pools set to it in TF and PyTorch; recorded); the final test metric (R^2 or accuracy)
@@ -37,9 +37,10 @@ from ..models import MODELS
 from ..registry import experiment
 from ..spec import Axis
 from ..workload import Measurement, SelfTimed, Unavailable, Workload
+from ._requires import need_spark
 
 EXP = experiment("training", "Spark MLlib vs TensorFlow vs PyTorch on the same data and model; Spark -> framework "
-                             "feeders (petastorm, arrow, ipc, pandas) against the in-memory limit")
+                             "feeders (petastorm, arrow, ipc, pandas, toarrow) against the in-memory limit")
 
 TASKS = ("co2", "tabular_cls", "images")
 # the test metric a model must reach for time_to_target_s: R^2 for co2, accuracy for the classification tasks
@@ -247,6 +248,16 @@ def materialize(ctx, s: Shared, feeder: str) -> tuple[dict[str, Any], float]:
         path = s.base / "ipc"
         ipc.write(s.train, path, _width(s), expected_rows=s.rows_train, expected_label_sum=s.label_sum)
         spec = {"kind": "ipc", "path": str(path)}
+    elif feeder == "toarrow":
+        from ..feeders import toarrow
+
+        table = toarrow.collect(s.train)
+        seconds = clock.elapsed()
+        # as with pandas' .npy files, the file only carries the Table into the framework's process: not timed
+        path = s.base / "toarrow"
+        toarrow.write(table, path, _width(s), expected_rows=s.rows_train, expected_label_sum=s.label_sum)
+        s.feeders[feeder] = ({"kind": "toarrow", "path": str(path)}, seconds)
+        return s.feeders[feeder]
     elif feeder in ("pandas", "limit"):
         from ..feeders import pandas as pandas_feeder
 
@@ -263,6 +274,14 @@ def materialize(ctx, s: Shared, feeder: str) -> tuple[dict[str, Any], float]:
         raise ValueError(f"unknown feeder {feeder!r}")
     s.feeders[feeder] = (spec, clock.elapsed())
     return s.feeders[feeder]
+
+
+def feeder_available(feeder: str) -> None:
+    """Raises Unavailable, before any data is prepared, when this stack's pyspark lacks the feeder's API."""
+    if feeder == "toarrow":
+        from ..feeders import toarrow
+
+        need_spark(toarrow.NEEDS, "the toarrow feeder (DataFrame.toArrow())")
 
 
 def _width(s: Shared) -> int:
@@ -306,6 +325,7 @@ def _data_extra(s: Shared) -> dict[str, Any]:
 def _framework_case(framework: str):
     def build(ctx, task: str, model: str, feeder: str, rows: int, image_size: int, epochs: int, batch_size: int,
               lr: float) -> SelfTimed:
+        feeder_available(feeder)
         s = shared(ctx, task, rows, image_size)
         spec, materialize_s = materialize(ctx, s, feeder)
         threads = _threads(ctx)
@@ -412,6 +432,7 @@ def _jvm_peak_rss_mb(ctx) -> float | None:
 
 def _feed_case(feeder: str):
     def build(ctx, framework: str, task: str, rows: int, image_size: int, batch_size: int) -> SelfTimed:
+        feeder_available(feeder)
         s = shared(ctx, task, rows, image_size)
         spec, materialize_s = materialize(ctx, s, feeder)
         threads = _threads(ctx)
@@ -435,11 +456,12 @@ def _feed_case(feeder: str):
             "pandas": "toPandas() once, then slices of in-memory tensors",
             "arrow": "Spark-written Parquet read by pyarrow.dataset, prefetched",
             "ipc": "Spark-written Arrow IPC files, memory-mapped once, batches as views",
+            "toarrow": "DataFrame.toArrow() once (Spark >= 4.0), then batches as views of that Table",
             "petastorm": "Petastorm's make_spark_converter loaders"}[feeder]
     build.__doc__ = f"Epochs of batches over one open feeder into `framework`: {what}"
     return build
 
 
-for _fd in ("petastorm", "arrow", "ipc", "pandas", "limit"):
+for _fd in ("petastorm", "arrow", "ipc", "pandas", "toarrow", "limit"):
     EXP.case(f"feed_{_fd}", {**FRAMEWORK, "task": DATA["task"], "rows": DATA["rows"], "image_size": DATA["image_size"],
                              "batch_size": [256]}, valid=_valid_feed, spark=True, limit="feed_limit")(_feed_case(_fd))

@@ -2,8 +2,11 @@
 
 The question: for my transformation and data shape, which Python UDF style should I use, and what does
 leaving the JVM cost? One case per style (`native`, `row_udf`, `arrow_udf`, `pandas_udf`, `pandas_udf_iter`,
-`pandas_agg`, `apply_in_pandas`, `map_in_pandas`); axis `workload` picks the transformation. A style that
-cannot express a workload does not expand (`STYLES` below says which can).
+`pandas_agg`, `apply_in_pandas`, `map_in_pandas`, and the Arrow-native styles that hand Python `pyarrow` data
+instead of pandas: `map_in_arrow`, `apply_in_arrow` (Spark >= 4.0), `arrow_array_udf`, `arrow_array_udf_iter`,
+`arrow_array_agg` (`pyspark.sql.functions.arrow_udf`, Spark >= 4.1); on an older pyspark those are
+`unavailable` with the version they need); axis `workload` picks the transformation. A style that cannot express
+a workload does not expand (`STYLES` below says which can).
 
 Timed: building the style's query (a fresh DataFrame each run, see `build_case`) and the one Spark job that
 runs its transformation over every row and folds the output into one aggregate row (count, weighted
@@ -26,6 +29,7 @@ from ..registry import experiment
 from ..spark import session_conf
 from ..spec import Axis
 from ..workload import CheckFailed, Workload
+from ._requires import need_spark
 
 EXP = experiment("udf", "native SQL vs row/Arrow/pandas UDF styles: what leaving the JVM costs per workload")
 
@@ -48,8 +52,17 @@ STYLES = {
     "pandas_agg": ("subtract_mean",),
     "apply_in_pandas": WORKLOADS,
     "map_in_pandas": ROW_WISE,
+    "map_in_arrow": ROW_WISE,
+    "apply_in_arrow": WORKLOADS,
+    "arrow_array_udf": ROW_WISE,
+    "arrow_array_udf_iter": ROW_WISE,
+    "arrow_array_agg": ("subtract_mean",),
 }
-ARROW_STYLES = ("arrow_udf", "pandas_udf", "pandas_udf_iter", "pandas_agg", "apply_in_pandas", "map_in_pandas")
+ARROW_STYLES = ("arrow_udf", "pandas_udf", "pandas_udf_iter", "pandas_agg", "apply_in_pandas", "map_in_pandas",
+                "map_in_arrow", "apply_in_arrow", "arrow_array_udf", "arrow_array_udf_iter", "arrow_array_agg")
+# the pyspark (major, minor) that first has a style's API; styles not named here run on every supported Spark
+SINCE = {"apply_in_arrow": (4, 0), "arrow_array_udf": (4, 1), "arrow_array_udf_iter": (4, 1),
+         "arrow_array_agg": (4, 1)}
 
 # Relative to sum(|output * weight|): float sums in another order (shuffles, batches) differ by ~N*eps.
 REL_TOL = 1e-8
@@ -140,6 +153,43 @@ def vec_subtract_mean(s):
 VEC_KERNELS: dict[str, Callable] = {
     "plus_one": vec_plus_one, "cdf": vec_cdf, "image_size": vec_image_pixels, "grayscale": vec_grayscale,
     "subtract_mean": vec_subtract_mean,
+}
+
+
+def arrow_plus_one(a):
+    import pyarrow.compute as pc
+
+    return pc.add(a, 1.0)
+
+
+def arrow_cdf(a):
+    import pyarrow as pa
+
+    return pa.array(vec_cdf(a.to_numpy(zero_copy_only=False)))  # pyarrow.compute has no erf
+
+
+def arrow_image_pixels(a):
+    import pyarrow as pa
+
+    return pa.array([image_pixels(b) for b in a.to_pylist()], pa.float64())
+
+
+def arrow_grayscale(a):
+    import pyarrow as pa
+
+    return pa.array([grayscale_png(b) for b in a.to_pylist()], pa.binary())
+
+
+def arrow_subtract_mean(a):
+    import pyarrow.compute as pc
+
+    return pc.subtract(a, pc.mean(a))
+
+
+# pyarrow Array (or ChunkedArray) -> pyarrow Array: the Arrow-native styles' kernels
+ARROW_KERNELS: dict[str, Callable] = {
+    "plus_one": arrow_plus_one, "cdf": arrow_cdf, "image_size": arrow_image_pixels, "grayscale": arrow_grayscale,
+    "subtract_mean": arrow_subtract_mean,
 }
 
 
@@ -342,6 +392,68 @@ def _build_map(df, workload: str):
     return df.select("w", "x").mapInPandas(per_batch, f"w double, out {out_type(workload)}")
 
 
+def _build_map_arrow(df, workload: str):
+    import pyarrow as pa
+
+    kernel = ARROW_KERNELS[workload]
+
+    def per_batch(it):
+        for rb in it:
+            yield pa.RecordBatch.from_arrays([rb.column("w"), kernel(rb.column("x"))], names=["w", "out"])
+
+    return df.select("w", "x").mapInArrow(per_batch, f"w double, out {out_type(workload)}")
+
+
+def _build_apply_arrow(df, workload: str):
+    import pyarrow as pa
+
+    kernel = ARROW_KERNELS[workload]
+
+    def per_group(table: pa.Table) -> pa.Table:
+        return pa.table({"w": table.column("w"), "out": kernel(table.column("x"))})
+
+    return df.groupBy("group").applyInArrow(per_group, f"w double, out {out_type(workload)}")
+
+
+def _build_arrow_array(df, workload: str):
+    import pyarrow as pa
+    from pyspark.sql.functions import arrow_udf
+
+    kernel = ARROW_KERNELS[workload]
+
+    def arrays(x: pa.Array) -> pa.Array:  # the type hints pick arrow_udf's Arrays -> Arrays form
+        return kernel(x)
+
+    return df.select("w", arrow_udf(arrays, out_type(workload))("x").alias("out"))
+
+
+def _build_arrow_array_iter(df, workload: str):
+    import pyarrow as pa
+    from pyspark.sql.functions import arrow_udf
+
+    def batches(it: Iterator[pa.Array]) -> Iterator[pa.Array]:
+        iter_setup(workload)  # the same once-per-partition setup as pandas_udf_iter
+        kernel = ARROW_KERNELS[workload]
+        for x in it:
+            yield kernel(x)
+
+    return df.select("w", arrow_udf(batches, out_type(workload))("x").alias("out"))
+
+
+def _build_arrow_agg(df, workload: str):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    from pyspark.sql import functions as F
+    from pyspark.sql.functions import arrow_udf
+
+    def mean(x: pa.Array) -> float:  # Arrays -> scalar: a grouped aggregate
+        return pc.mean(x).as_py()
+
+    means = df.groupBy("group").agg(arrow_udf(mean, "double")("x").alias("mean"))
+    joined = df.join(F.broadcast(means), "group")
+    return joined.select("w", (F.col("x") - F.col("mean")).alias("out"))
+
+
 BUILDERS: dict[str, Callable] = {
     "native": _build_native,
     "row_udf": lambda df, w: _build_row(df, w, use_arrow=False),
@@ -351,6 +463,11 @@ BUILDERS: dict[str, Callable] = {
     "pandas_agg": _build_pandas_agg,
     "apply_in_pandas": _build_apply,
     "map_in_pandas": _build_map,
+    "map_in_arrow": _build_map_arrow,
+    "apply_in_arrow": _build_apply_arrow,
+    "arrow_array_udf": _build_arrow_array,
+    "arrow_array_udf_iter": _build_arrow_array_iter,
+    "arrow_array_agg": _build_arrow_agg,
 }
 
 
@@ -512,6 +629,22 @@ def _register(style: str, doc: str) -> None:
              limit="native")(build)
 
 
+def _register_newer(style: str, doc: str) -> None:
+    """A style whose API a newer pyspark added: `unavailable` with the version it needs on an older one (checked
+    before any data is made)."""
+    axes = {**AXES, **BATCH_AXIS}
+    supported, since = STYLES[style], SINCE.get(style)
+
+    def build(ctx, **params) -> Workload:
+        if since:
+            need_spark(since, f"udf.{style}")
+        return build_case(ctx, style, params)
+
+    build.__doc__ = doc
+    EXP.case(style, axes, valid=lambda p: p["workload"] in supported, spark=True, reference="row_udf",
+             limit="native")(build)
+
+
 # registration order is run order: the references (native, row_udf) run before the styles compared to them
 for _style, _doc in (
     ("native", "the workload as a Spark SQL expression: the no-Python limit"),
@@ -524,3 +657,11 @@ for _style, _doc in (
     ("map_in_pandas", "mapInPandas(): an iterator of pandas DataFrames per partition"),
 ):
     _register(_style, _doc)
+for _style, _doc in (
+    ("map_in_arrow", "mapInArrow(): an iterator of pyarrow RecordBatches per partition"),
+    ("apply_in_arrow", "groupBy().applyInArrow(): one pyarrow Table per group (Spark >= 4.0)"),
+    ("arrow_array_udf", "@arrow_udf pyarrow Array -> Array (Spark >= 4.1)"),
+    ("arrow_array_udf_iter", "@arrow_udf Iterator[Array] -> Iterator[Array], setup once per partition (Spark >= 4.1)"),
+    ("arrow_array_agg", "@arrow_udf Array -> scalar in groupBy().agg(), joined back (Spark >= 4.1)"),
+):
+    _register_newer(_style, _doc)

@@ -9,6 +9,9 @@ conversion has no fixed-size arrays, so features arrive as `list<float>`; once t
 (`spark.sql.execution.arrow.maxRecordsPerBatch` raised for the write) because a training batch that crosses a
 record-batch boundary is the only one that has to be copied.
 
+`write_table` writes a Table already in the driver (the `toarrow` feeder's `toArrow()`) in the same layout, as one
+part file.
+
 Reading (`IpcFeeder`): every file is memory-mapped once and stays mapped for the feeder's lifetime, so the first
 epoch pays the page faults (the cold epoch) and later epochs read the page cache through the same mapping, with no
 copy. Rank `r` of `world_size` reads the contiguous row range `[r * n // w, (r + 1) * n // w)` with `n // w` rows
@@ -164,6 +167,53 @@ def write(df, folder: str | Path, width: int, *, features: str = "features", lab
             spark.conf.unset(key)
         else:
             spark.conf.set(key, before)
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return manifest
+
+
+def write_table(table, folder: str | Path, width: int, *, features: str = "features", label: str = "label",
+                expected_rows: int | None = None, expected_label_sum: float | None = None) -> dict[str, Any]:
+    """Writes a driver-side pyarrow Table (`features` list<float> of `width` values, a scalar `label`) in this
+    feeder's layout: one uncompressed part file and the manifest, checked like `write`'s (CheckFailed when rows or
+    the label sum differ from the expected ones). Replaces a previous write at `folder`; returns the manifest."""
+    import pyarrow as pa
+
+    folder = Path(folder).resolve()
+    if folder.exists() and not (folder / MANIFEST).exists() and any(folder.iterdir()):
+        raise ValueError(f"{folder} exists and is not an IPC feeder folder (no {MANIFEST}); choose an empty or "
+                         "new folder")
+    tmp = folder.with_name(f"{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir(parents=True)
+    try:
+        name, rows, label_sum = "part-00000.arrow", 0, 0.0
+        if table.column(label).null_count:
+            raise ValueError(f"column {label!r} has nulls; fill or drop them in Spark before writing")
+        schema = writer = None
+        with pa.OSFile(str(tmp / name), "wb") as sink:
+            for rb in table.select([features, label]).to_batches():  # the batches toArrow() received, no copy
+                if rb.num_rows == 0:
+                    continue
+                fx, yc = fixed_size(rb.column(features), width, features), rb.column(label)
+                if schema is None:
+                    schema = pa.schema([pa.field(features, fx.type, nullable=False),
+                                        pa.field(label, yc.type, nullable=False)])
+                    writer = pa.ipc.new_file(sink, schema, options=pa.ipc.IpcWriteOptions(compression=None))
+                writer.write_batch(pa.RecordBatch.from_arrays([fx, yc], schema=schema))
+                rows += len(yc)
+                label_sum += float(yc.to_numpy(zero_copy_only=False).sum(dtype=np.float64))
+            if writer is not None:
+                writer.close()
+        reports = [] if writer is None else [{"partition": 0, "path": name, "rows": rows,
+                                              "bytes": (tmp / name).stat().st_size, "label_sum": label_sum}]
+        if writer is None:
+            (tmp / name).unlink()
+        manifest = _manifest(tmp, reports, width, features, label, expected_rows, expected_label_sum)
+        _write_json(tmp / MANIFEST, manifest)
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return manifest

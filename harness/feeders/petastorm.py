@@ -19,6 +19,13 @@ from ..workload import Unavailable
 
 
 def _import():
+    from importlib import util
+
+    if util.find_spec("petastorm") is None:
+        import pyarrow
+
+        raise Unavailable(f"petastorm is not installed in this stack (it needs pyarrow < 15, this stack has "
+                          f"{pyarrow.__version__}); the Spark 3.5 stack (.venv, `make setup`) has it")
     try:
         from petastorm.spark import SparkDatasetConverter, make_spark_converter
     except Exception as e:  # noqa: BLE001 - any import failure means the feeder cannot run here
