@@ -35,6 +35,7 @@ it); `MemoryMappedFile.read_at()` returns a copy; `pyarrow.feather.write_feather
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -131,6 +132,25 @@ def batch_rows(width: int) -> int:
     return max(MIN_BATCH_ROWS, BATCH_BYTES // (4 * max(1, width)))
 
 
+@contextlib.contextmanager
+def _replacing(folder: Path) -> Iterator[Path]:
+    """A fresh folder beside `folder` to write into; it replaces `folder` when the block ends without an error (a
+    previous write there is replaced, any other existing folder refused up front) and is removed otherwise."""
+    if folder.exists() and not (folder / MANIFEST).exists() and any(folder.iterdir()):
+        raise ValueError(f"{folder} exists and is not an IPC feeder folder (no {MANIFEST}); choose an empty or "
+                         "new folder")
+    tmp = folder.with_name(f"{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def write(df, folder: str | Path, width: int, *, features: str = "features", label: str = "label",
           expected_rows: int | None = None, expected_label_sum: float | None = None) -> dict[str, Any]:
     """Writes `df` (`features` array<float> of `width` values, a scalar `label`) as one IPC file per partition.
@@ -142,33 +162,24 @@ def write(df, folder: str | Path, width: int, *, features: str = "features", lab
     """
     from pyspark.sql import functions as F
 
-    folder = Path(folder).resolve()
-    if folder.exists() and not (folder / MANIFEST).exists() and any(folder.iterdir()):
-        raise ValueError(f"{folder} exists and is not an IPC feeder folder (no {MANIFEST}); choose an empty or "
-                         "new folder")
-    tmp = folder.with_name(f"{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir(parents=True)
     spark = df.sparkSession
     key = "spark.sql.execution.arrow.maxRecordsPerBatch"
     before = spark.conf.get(key, None)
     spark.conf.set(key, str(batch_rows(width)))
     try:
-        body = functools.partial(_write_partition, folder=str(tmp), width=int(width), features=features, label=label)
-        reports = (df.select(F.col(features).cast("array<float>").alias(features), F.col(label))
-                   .mapInArrow(body, _RESULT_SCHEMA).collect())
-        manifest = _manifest(tmp, [r.asDict() for r in reports], width, features, label, expected_rows,
-                             expected_label_sum)
-        _write_json(tmp / MANIFEST, manifest)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
+        with _replacing(Path(folder).resolve()) as tmp:
+            body = functools.partial(_write_partition, folder=str(tmp), width=int(width), features=features,
+                                     label=label)
+            reports = (df.select(F.col(features).cast("array<float>").alias(features), F.col(label))
+                       .mapInArrow(body, _RESULT_SCHEMA).collect())
+            manifest = _manifest(tmp, [r.asDict() for r in reports], width, features, label, expected_rows,
+                                 expected_label_sum)
+            _write_json(tmp / MANIFEST, manifest)
     finally:
         if before is None:
             spark.conf.unset(key)
         else:
             spark.conf.set(key, before)
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return manifest
 
 
@@ -179,13 +190,7 @@ def write_table(table, folder: str | Path, width: int, *, features: str = "featu
     the label sum differ from the expected ones). Replaces a previous write at `folder`; returns the manifest."""
     import pyarrow as pa
 
-    folder = Path(folder).resolve()
-    if folder.exists() and not (folder / MANIFEST).exists() and any(folder.iterdir()):
-        raise ValueError(f"{folder} exists and is not an IPC feeder folder (no {MANIFEST}); choose an empty or "
-                         "new folder")
-    tmp = folder.with_name(f"{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir(parents=True)
-    try:
+    with _replacing(Path(folder).resolve()) as tmp:
         name, rows, label_sum = "part-00000.arrow", 0, 0.0
         if table.column(label).null_count:
             raise ValueError(f"column {label!r} has nulls; fill or drop them in Spark before writing")
@@ -210,12 +215,6 @@ def write_table(table, folder: str | Path, width: int, *, features: str = "featu
             (tmp / name).unlink()
         manifest = _manifest(tmp, reports, width, features, label, expected_rows, expected_label_sum)
         _write_json(tmp / MANIFEST, manifest)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return manifest
 
 
