@@ -523,15 +523,10 @@ def _execute(req: RunRequest) -> int:
 
 def _try_report(run_dir: Path, progress) -> Path | None:
     try:
-        from .report import build_report
-    except ImportError:
+        from .report import try_report
+    except ImportError:  # the report's own dependencies missing: the run's results stand
         return None
-    try:
-        return build_report([run_dir], None)
-    except Exception as e:  # noqa: BLE001 - a report problem never costs the run its results
-        progress.message(f"harness: warning: report failed ({type(e).__name__}: {e}); "
-                         f"retry with: harness report {run_dir}")
-        return None
+    return try_report(run_dir, progress.message)
 
 
 def cmd_log(args) -> int:

@@ -174,7 +174,11 @@ def run(args) -> int:
                "sides": [s.describe() for s in sides]}
     out = render.to_json(decision, context)
     record.write_json(run_dir / "ab.json", out)
-    report = None if args.no_report or not decision.cases else _report(run_dir)
+    report = None
+    if not args.no_report and decision.cases:  # the paired report (RUN_DIR/report.html)
+        from ..report import try_report
+
+        report = try_report(run_dir, lambda line: print(line, file=sys.stderr), quiet=True)
     if args.no_mlflow is False:
         _log_mlflow(args, run_dir, run_id, env, sides)
     if args.json:
@@ -211,18 +215,6 @@ def _pair_summary(ra, rb, summary) -> str:
     if ra.status == rb.status == "ok" and ra.stats.get("median"):
         return f"A {summary(ra)} | B median {rb.stats['median']:.4g} ({rb.stats['median'] / ra.stats['median']:.3f}x)"
     return f"A {ra.status} | B {rb.status}"
-
-
-def _report(run_dir: Path) -> Path | None:
-    """The paired report (RUN_DIR/report.html); a report problem never costs the verdict."""
-    try:
-        from ..report import build_report
-
-        return build_report([run_dir], None, quiet=True)
-    except Exception as e:  # noqa: BLE001
-        print(f"harness: warning: report failed ({type(e).__name__}: {e}); retry with: harness report {run_dir}",
-              file=sys.stderr)
-        return None
 
 
 def _cleanup(repo, checkouts) -> None:

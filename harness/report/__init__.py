@@ -35,6 +35,16 @@ def _read_ab(path: Path) -> dict:
     return ab
 
 
+def try_report(run_dir: Path, warn, quiet: bool = False) -> Path | None:
+    """build_report for one run at the end of a command: a report problem never costs the command its results or
+    its verdict; `warn` gets one line naming the problem and the retry command instead."""
+    try:
+        return build_report([run_dir], None, quiet=quiet)
+    except Exception as e:  # noqa: BLE001
+        warn(f"harness: warning: report failed ({type(e).__name__}: {e}); retry with: harness report {run_dir}")
+        return None
+
+
 def build_report(run_dirs: list[Path], out: Path | None = None, quiet: bool = False) -> Path:
     """Builds the page (and plots/ beside it) for one or more runs; returns the HTML path.
 
