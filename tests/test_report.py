@@ -689,3 +689,14 @@ def test_paired_section_reads_an_unreachable_detectable_change_from_ab_json():
                      "verdict": "unchanged"}]}
     (chart,) = [item for item in views.paired_section(ab).items if isinstance(item, views.Chart)]
     assert [row[7] for row in chart.table.rows] == ["unreachable", "3.1%"]
+
+
+def test_try_report_warns_in_one_line_and_returns_none(tmp_path):
+    """The end of `run` and `ab`: a report that can't be built is a warning naming the retry command, never an
+    exception that would cost the command its results."""
+    from harness.report import try_report
+
+    lines = []
+    assert try_report(tmp_path / "no-such-run", lines.append, quiet=True) is None
+    (line,) = lines
+    assert line.startswith("harness: warning: report failed (") and f"harness report {tmp_path / 'no-such-run'}" in line
