@@ -241,13 +241,13 @@ def _serve(ctx, task: str, framework: str, model: str) -> Served:
         info = _serve_mllib(ctx, s, model, store, name, tags, base, ref_path)
     else:
         spec, _ = training.materialize(ctx, s, "pandas")  # the training rows as .npy, as training's feeders have them
-        threads = training._threads(ctx)
+        threads = training.framework_threads(ctx)
         info = isolation.run_function(f"{WORKER}:train_and_register", dict(
             framework=framework, model=model, kind=s.kind, input_shape=list(s.input_shape), n_outputs=s.n_outputs,
             train_x=spec["x"], train_y=spec["y"], test_x=str(s.test_x), test_y=str(s.test_y), pool_x=str(s.test_x),
             epochs=EPOCHS, batch_size=TRAIN_BATCH, lr=LR, seed=ctx.seed, threads=threads, store=store, name=name,
             tags=tags, model_dir=str(base / "registered"), ref_out=str(ref_path)),
-            ctx.timeout_s, env=training._child_env(threads))
+            ctx.timeout_s, env=training.child_env(threads))
     path = info.pop("local_path")
     info.update({"model_registry": store["shown"], "reference_rows": s.rows_test, "data": s.source,
                  **({"model_registry_note": store["note"]} if store["note"] else {})})
@@ -735,13 +735,13 @@ def build_local_limit(ctx, params: dict[str, Any]) -> SelfTimed:
     from . import training
 
     srv = served(ctx, params["task"], params["framework"], params["model"])
-    rows, threads = params["rows"], training._threads(ctx)
+    rows, threads = params["rows"], training.framework_threads(ctx)
 
     def measure(warmup: int, repeats: int, timeout_s: float) -> Measurement:
         out = isolation.run_function(f"{WORKER}:local_limit", dict(
             framework=srv.framework, path=srv.path, input_shape=list(srv.input_shape), pool_x=srv.pool_x,
             ref=srv.ref_path, rows=rows, batch_size=params["batch_size"], threads=threads, warmup=warmup,
-            repeats=repeats), timeout_s, env=training._child_env(threads))
+            repeats=repeats), timeout_s, env=training.child_env(threads))
         got = {"rows": out["rows"], "scored": out["rows"] - out["nulls"], "checksum": out["checksum"],
                "max_abs_diff": out["max_abs_diff"]}
         figures = check(got, srv, rows, f"inference.local_limit {srv.framework} {srv.model} {srv.task}")

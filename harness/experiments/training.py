@@ -241,7 +241,7 @@ def materialize(ctx, s: Shared, feeder: str) -> tuple[dict[str, Any], float]:
         from ..feeders import petastorm
 
         conv = petastorm.converter(ctx.spark, s.train, s.base / "petastorm")
-        spec = {"kind": "petastorm", "converter": petastorm.spec(conv), "workers_count": _threads(ctx)}
+        spec = {"kind": "petastorm", "converter": petastorm.spec(conv), "workers_count": framework_threads(ctx)}
     elif feeder == "ipc":
         from ..feeders import ipc
 
@@ -303,13 +303,14 @@ def features_sumsq(ctx, s: Shared) -> float:
     return ctx.memo(("training.features_sumsq", s.key), compute)
 
 
-def _threads(ctx) -> int:
+def framework_threads(ctx) -> int:
     """One thread count for every framework: Spark's cores, capped by this machine's (children run here)."""
     return max(1, min(ctx.cores, os.cpu_count() or 1))
 
 
-def _child_env(threads: int) -> dict[str, str]:
-    # OpenMP / MKL pools follow the same count; TF's C++ start-up chatter stays out of error tails
+def child_env(threads: int) -> dict[str, str]:
+    """Environment of a framework's process: OpenMP / MKL pools follow the same thread count; TF's C++ start-up
+    chatter stays out of error tails."""
     return {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads), "TF_CPP_MIN_LOG_LEVEL": "2",
             "PYTHONHASHSEED": "0"}
 
@@ -328,7 +329,7 @@ def _framework_case(framework: str):
         feeder_available(feeder)
         s = shared(ctx, task, rows, image_size)
         spec, materialize_s = materialize(ctx, s, feeder)
-        threads = _threads(ctx)
+        threads = framework_threads(ctx)
         target = TARGETS[task]
         metric = "r2" if s.kind == "regression" else "accuracy"
 
@@ -337,7 +338,7 @@ def _framework_case(framework: str):
                 framework=framework, feeder=spec, model=model, kind=s.kind, input_shape=list(s.input_shape),
                 n_outputs=s.n_outputs, test_x=str(s.test_x), test_y=str(s.test_y), epochs=epochs,
                 batch_size=batch_size, lr=lr, threads=threads, target=target, seed=ctx.seed, warmup=warmup,
-                repeats=repeats), timeout_s, env=_child_env(threads))
+                repeats=repeats), timeout_s, env=child_env(threads))
             extra = {**out["extra"], "framework": framework, "feeder": feeder, "materialize_s": round(materialize_s, 4),
                      "target_metric": metric, "target": target, "spark_cores": ctx.cores, "batch_size": batch_size,
                      "loss": "mse" if s.kind == "regression" else "cross_entropy", **_data_extra(s)}
@@ -435,7 +436,7 @@ def _feed_case(feeder: str):
         feeder_available(feeder)
         s = shared(ctx, task, rows, image_size)
         spec, materialize_s = materialize(ctx, s, feeder)
-        threads = _threads(ctx)
+        threads = framework_threads(ctx)
         sumsq = features_sumsq(ctx, s)
 
         def measure(warmup: int, repeats: int, timeout_s: float) -> Measurement:
@@ -443,7 +444,7 @@ def _feed_case(feeder: str):
                 framework=framework, feeder=spec, input_shape=list(s.input_shape), batch_size=batch_size,
                 threads=threads, expected_rows=s.rows_train, expected_label_sum=s.label_sum,
                 expected_features_sumsq=sumsq, warmup=warmup,
-                repeats=repeats), timeout_s, env=_child_env(threads))
+                repeats=repeats), timeout_s, env=child_env(threads))
             extra = {**out["extra"], "framework": framework, "feeder": feeder, "spark_cores": ctx.cores,
                      "materialize_s": round(materialize_s, 4),
                      "materialize_rows_per_s": s.rows_train / materialize_s if materialize_s > 0 else None,
