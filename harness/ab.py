@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .coordinator import CaseFailed, Deadline, MachineProbe, WorkerHandle, WorkerLost, code_version, now_iso
+from .coordinator import (CaseFailed, Deadline, MachineProbe, WorkerHandle, WorkerLost, code_version, now_iso,
+                          spark_route)
 from .record import Result
 from .spec import CaseRun
 from .stats import summarize
@@ -41,6 +42,7 @@ class Side:
     code_root: Path | None = None  # where the worker imports harness from (set for --X-rev)
     conf: dict[str, str] = field(default_factory=dict)
     sets: list[str] = field(default_factory=list)  # --X-set items
+    remote: str | None = None  # --X-remote: this side's Spark Connect server, instead of the run's master
     cases: list[CaseRun] = field(default_factory=list)
     worker: WorkerHandle | None = None
     records: list[Result] = field(default_factory=list)
@@ -49,7 +51,8 @@ class Side:
         w = self.worker
         return {"side": self.name, "python": self.python, "rev": self.rev,
                 "harness": str(self.code_root) if self.code_root else None, "conf": sorted(self.conf),
-                "set": self.sets, "spark": w.spark_info if w else None, "workers": w.starts if w else []}
+                "set": self.sets, "remote": self.remote, "spark": w.spark_info if w else None,
+                "workers": w.starts if w else []}
 
 
 def pair_plans(side_a: Side, side_b: Side) -> list[tuple[CaseRun, CaseRun]]:
@@ -216,7 +219,7 @@ def measure_pair(a: CaseRun, b: CaseRun, sides: tuple[Side, Side], pairs: int, w
         for att in list(live):
             extra = step(att, "checks", lambda: att.side.worker.finish(deadline), deadline)
             if extra is not None:
-                att.extra = extra
+                att.extra = {**extra, **(spark_route(att.side.worker) if att.case.spec.spark else {})}
     finally:
         machine = probe.finish() if probe else {}
     if all(att.failure is None for att in attempts) and len(attempts[0].samples) != len(attempts[1].samples):

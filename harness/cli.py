@@ -53,12 +53,22 @@ def spark_target_problem(args) -> str | None:
     remote, master = getattr(args, "remote", None), getattr(args, "master", None)
     if master and master.startswith("sc://"):
         return f"--master {master}: a Spark Connect URL goes to --remote, e.g. --remote {master}"
+    from .spark import is_remote, remote_problem
+
+    for side in ("a", "b"):
+        url = getattr(args, f"{side}_remote", None)
+        if url is None:
+            continue
+        if not is_remote(url):
+            return f"--{side}-remote {url!r}: expected sc://HOST:PORT, e.g. --{side}-remote sc://127.0.0.1:15002"
+        if problem := remote_problem(url):
+            return problem.replace("--remote", f"--{side}-remote", 1)
     if remote is None:
         return None
     if master:
         return (f"--remote {remote} and --master {master}: give one (--remote runs the cases through a Spark "
                 "Connect server, --master on a driver of their own)")
-    from .spark import connect_client_problem, remote_problem
+    from .spark import connect_client_problem
 
     if problem := remote_problem(remote):
         return problem
@@ -149,7 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "Exit 0: no regression, 1: regression, 2: bad input, 130/143: interrupted.",
         epilog="Examples:\n  harness ab calibration.spin --b-set iterations=230000\n"
                "  harness ab quick --a-rev main --b-rev HEAD\n"
-               "  harness ab udf --a-python .venv/bin/python --b-python .venv-other/bin/python",
+               "  harness ab udf --a-python .venv/bin/python --b-python .venv-other/bin/python\n"
+               "  harness ab udf --b-remote sc://127.0.0.1:15002   (classic Spark vs Spark Connect)",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     ab.add_argument("targets", nargs="+", metavar="TARGET", help="suite, experiment or case, as for `run`")
     ab.add_argument("--set", action="append", default=[], metavar="AXIS=V1,V2", help="axis values on both sides")
@@ -162,6 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
         ab.add_argument(f"--{side}-rev", metavar="GITREV",
                         help=f"side {S} imports the harness from this git revision (checked out in a worktree)")
         ab.add_argument(f"--{side}-python", metavar="PATH", help=f"side {S}'s Python interpreter (another venv)")
+        ab.add_argument(f"--{side}-remote", metavar="sc://HOST:PORT",
+                        help=f"side {S} runs its cases through this Spark Connect server, the other side as "
+                             "--master/--remote say: what the client-server split costs, paired")
     ab.add_argument("--conf", action="append", default=[], metavar="KEY=VALUE", help="Spark conf on both sides")
     ab.add_argument("--pairs", type=int, metavar="N",
                     help="pairs per case (default: enough that one regressed case among the selected ones can "

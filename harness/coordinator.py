@@ -131,6 +131,13 @@ class WorkerSettings:
                 "tracking_uri": self.tracking_uri}
 
 
+def spark_route(worker: "Worker") -> dict[str, Any]:
+    """How a Spark case on `worker` reached Spark, for its record: `spark_connect` (URL, server version) when
+    through a Spark Connect server, else nothing."""
+    connect = (worker.spark_info or {}).get("connect")
+    return {"spark_connect": {k: connect.get(k) for k in ("url", "server_version")}} if connect else {}
+
+
 # ---------------------------------------------------------------------------------------------- workers
 
 class Worker:
@@ -610,8 +617,8 @@ class Coordinator:
             if spec.spark and not worker.spark_started:
                 progress.update("starting Spark")  # recorded in env.json, not charged to this case
                 worker.start_spark()
-            if spec.spark and (connect := (worker.spark_info or {}).get("connect")):
-                via = {"spark_connect": {k: connect.get(k) for k in ("url", "server_version")}}
+            if spec.spark:
+                via = spark_route(worker)
             probe = MachineProbe()
             deadline = time.monotonic() + s.timeout_s
             progress.update("setup")

@@ -84,6 +84,21 @@ def test_cases_run_through_a_loopback_connect_server(spark4_stack, tmp_path):
         assert "needs the classic SparkContext" in classic.error["message"]
         env_json = json.loads((tmp_path / "results" / "c1" / "env.json").read_text())
         assert env_json["spark"]["connect"]["url"] == url and env_json["invocation"]["remote"] == url
+
+        # classic Spark (A) against the same case through the server (B), paired: what the split costs
+        p = subprocess.run([str(SPARK4_PYTHON), "-m", "harness", "ab", DATAFRAME_CASE, *DATAFRAME_SET,
+                            "--b-remote", url, "--pairs", "3", "--max-pairs", "0", "--warmup", "0", "--json",
+                            "--results", str(tmp_path / "results"), "--run-id", "ab1", "--no-mlflow", "--no-report"],
+                           capture_output=True, text=True, cwd=ROOT, timeout=900)
+        out = json.loads(p.stdout)
+        assert p.returncode == out["exit_code"] in (0, 1), p.stderr[-3000:]
+        (case,) = out["cases"]
+        assert case["case"] == DATAFRAME_CASE.split(".")[1] and case["ratio"] > 0
+        assert [s["remote"] for s in out["sides"]] == [None, url]
+        (a,), _ = record.read(tmp_path / "results" / "ab1" / "A" / "results.jsonl")
+        (b,), _ = record.read(tmp_path / "results" / "ab1" / "B" / "results.jsonl")
+        assert a.status == b.status == "ok" and len(a.samples) == len(b.samples) == 3
+        assert "spark_connect" not in a.extra and b.extra["spark_connect"]["url"] == url
     finally:
         import psutil
 

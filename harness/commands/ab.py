@@ -61,8 +61,10 @@ def run(args) -> int:
 
     problems, confs = _problems(args)
     registry = load_all()
-    sides = [Side("A", args.a_python or sys.executable, args.a_rev, conf=confs["a"], sets=args.a_set),
-             Side("B", args.b_python or sys.executable, args.b_rev, conf=confs["b"], sets=args.b_set)]
+    sides = [Side("A", args.a_python or sys.executable, args.a_rev, conf=confs["a"], sets=args.a_set,
+                  remote=args.a_remote),
+             Side("B", args.b_python or sys.executable, args.b_rev, conf=confs["b"], sets=args.b_set,
+                  remote=args.b_remote)]
     planned = True
     for side in sides:
         try:
@@ -124,8 +126,8 @@ def run(args) -> int:
     record.write_json(run_dir / record.ENV_FILE, env)
     for side in sides:
         side.worker = WorkerHandle(
-            WorkerSettings(run_id, run_dir / side.name, args.master, side.conf, args.data, seed=args.seed,
-                           timeout_s=timeout_s),
+            WorkerSettings(run_id, run_dir / side.name, side.remote or args.master, side.conf, args.data,
+                           seed=args.seed, timeout_s=timeout_s),
             run_dir / side.name / "worker.log", python=side.python, code_root=side.code_root)
     progress = Progress(len(pairs_of_cases), stream=sys.stderr)
     progress.message(f"ab {run_id}: {len(pairs_of_cases)} case(s), {n_pairs} pairs each (up to {max(max_pairs, n_pairs)} "
@@ -208,6 +210,8 @@ def _say(side: Side) -> str:
     if side.python != sys.executable:
         parts.append(f"python {side.python}")
     parts += [f"--set {s}" for s in side.sets] + [f"--conf {k}=..." for k in sorted(side.conf)]
+    if side.remote:
+        parts.append(f"through Spark Connect at {side.remote}")
     return ", ".join(parts)
 
 
