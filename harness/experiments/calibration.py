@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 from ..registry import experiment
+from ..spark import partition_count
 from ..spec import Axis
 from ..workload import CheckFailed, Workload
 
@@ -55,7 +56,7 @@ def spark_noop(ctx, rows: int) -> Workload:
     def run():
         df.write.format("noop").mode("overwrite").save()
 
-    return Workload(run=run, extra={"rows": rows, "partitions": df.rdd.getNumPartitions()})
+    return Workload(run=run, extra={"rows": rows, "partitions": partition_count(df)})
 
 
 def _spin_partition(iterations: int):

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..registry import experiment
-from ..spark import session_conf
+from ..spark import is_connect_session, partition_count, session_conf
 from ..spec import Axis
 from ..workload import CheckFailed, Unavailable, Workload
 
@@ -245,7 +245,9 @@ def timed(ctx, case: str, params: dict, run: Callable[[], Any], after: Callable[
     ref_case = EXP.cases[case].roles.get("reference")  # its speedups are over this case (registered with it)
     spark = ctx.spark if ctx.spark_started else None
     # the worker puts each case's Spark jobs in a job group; its jobs from the first call on are the timed calls
-    group = spark.sparkContext.getLocalProperty("spark.jobGroup.id") if spark else None
+    # (through Spark Connect there is no job group or status tracker here: no task counts)
+    group = spark.sparkContext.getLocalProperty("spark.jobGroup.id") if spark and not is_connect_session(spark) \
+        else None
     calls = 0
     jobs_before: set[int] = set()
 
@@ -283,7 +285,7 @@ def small_files(ctx, n_files, file_kb, max_partition_mb, open_cost_mb, cold):
     src = source(ctx, n_files, file_kb)
     spark = ctx.spark
     restore = session_conf(spark, _file_conf(max_partition_mb, open_cost_mb))
-    partitions = read_small_files(spark, src).rdd.getNumPartitions()
+    partitions = partition_count(read_small_files(spark, src))
 
     def after(out):
         _check_totals("small_files", *out, src)
@@ -302,7 +304,7 @@ def compact(ctx, n_files, file_kb, target_files, row_group_mb, compression, max_
     spark = ctx.spark
     restore = session_conf(spark, _file_conf(max_partition_mb, open_cost_mb))
     out = compact_dir(ctx, src, target_files, row_group_mb, compression)
-    partitions = read_small_files(spark, src).rdd.getNumPartitions()
+    partitions = partition_count(read_small_files(spark, src))
 
     def after(_):
         figures = _parquet_figures(out)
@@ -330,7 +332,7 @@ def compacted(ctx, n_files, file_kb, target_files, row_group_mb, compression, ma
     spark = ctx.spark
     out = ensure_compacted(ctx, src, target_files, row_group_mb, compression)
     restore = session_conf(spark, _file_conf(max_partition_mb, open_cost_mb))
-    partitions = spark.read.parquet(str(out)).rdd.getNumPartitions()
+    partitions = partition_count(spark.read.parquet(str(out)))
 
     def after(res):
         _check_totals("compacted", *res, src)
@@ -466,7 +468,7 @@ def pipeline_small_files(ctx, n_files, file_kb, image_size, max_partition_mb, op
     src = source(ctx, n_files, file_kb)
     spark = ctx.spark
     restore = session_conf(spark, _file_conf(max_partition_mb, open_cost_mb))
-    partitions = read_small_files(spark, src).rdd.getNumPartitions()
+    partitions = partition_count(read_small_files(spark, src))
     params = dict(n_files=n_files, file_kb=file_kb, image_size=image_size, max_partition_mb=max_partition_mb,
                   open_cost_mb=open_cost_mb, cold=cold)
     return timed(ctx, "pipeline_small_files", params,
@@ -484,7 +486,7 @@ def pipeline_compacted(ctx, n_files, file_kb, target_files, row_group_mb, compre
     spark = ctx.spark
     out = ensure_compacted(ctx, src, target_files, row_group_mb, compression)
     restore = session_conf(spark, _file_conf(max_partition_mb, open_cost_mb))
-    partitions = spark.read.parquet(str(out)).rdd.getNumPartitions()
+    partitions = partition_count(spark.read.parquet(str(out)))
     params = dict(n_files=n_files, file_kb=file_kb, image_size=image_size, max_partition_mb=max_partition_mb,
                   open_cost_mb=open_cost_mb, cold=cold)
     return timed(ctx, "pipeline_compacted", params,

@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator
 from urllib.parse import unquote, urlparse
 
 from ..registry import experiment
-from ..spark import session_conf
+from ..spark import app_id, partition_count, session_conf
 from ..spec import Axis
 from ..workload import CheckFailed, Workload
 from ._requires import need_spark
@@ -262,7 +262,7 @@ def numeric_frame(ctx, rows: int, groups: int):
 
     spark = ctx.spark
     parts = max(2, 2 * ctx.cores)
-    key = (spark.sparkContext.applicationId, rows, groups, ctx.seed, parts)
+    key = (app_id(spark), rows, groups, ctx.seed, parts)
 
     def make():
         ids = spark.range(0, rows, 1, parts)
@@ -288,7 +288,7 @@ def image_frame(ctx, rows: int, groups: int):
     if not info.files:
         raise ValueError(f"{root}: no readable JPEG inside a class folder; pass a folder of class folders")
     spark = ctx.spark
-    key = (spark.sparkContext.applicationId, str(root), len(info.files), info.total_bytes)
+    key = (app_id(spark), str(root), len(info.files), info.total_bytes)
     depth = len(root.parts) + 1  # "file:/a/b/root/label/f.jpg".split("/")[depth - 1] is the label
 
     def make():
@@ -593,7 +593,7 @@ def build_case(ctx, style: str, params: dict) -> Workload:
         raise
     conf = ctx.spark.conf
     extra = {
-        "rows": rows, "partitions": df.rdd.getNumPartitions(), "output": out_type(workload),
+        "rows": rows, "partitions": partition_count(df), "output": out_type(workload),
         "arrow": "off" if style in ("native", "row_udf") else "on",
         "python_udf_arrow_enabled": conf.get(PY_ARROW_KEY, "false") if style == "row_udf" else
         ("true (useArrow=True)" if style == "arrow_udf" else "n/a"),
