@@ -253,12 +253,18 @@ def link_model(ranks: list[dict], n: int, compute_s: float | None, grad_bytes: f
     return out
 
 
-def _speedup(ctx, case: str, params: dict, n: int, median: float) -> dict:
-    """speedup / efficiency against the same launcher's 1-worker record in this run."""
+def _one_worker(ctx, case: str, params: dict):
+    """This run's ok workers=1 record of the same launcher and other params (the reference for speedup,
+    efficiency and the model's compute time), or None."""
+    ref = ctx.find("scaling", case, {**params, "workers": 1})
+    return ref if ref is not None and ref.status == "ok" else None
+
+
+def _speedup(case: str, params: dict, n: int, median: float, ref) -> dict:
+    """speedup / efficiency against `ref`, the same launcher's 1-worker record in this run (_one_worker)."""
     if params["workers"] == 1:
         return {"speedup": 1.0, "efficiency": 1.0, "reference_samples_per_s": median}
-    ref = ctx.find("scaling", case, {**params, "workers": 1})
-    if ref is None or ref.status != "ok" or not ref.stats.get("median"):
+    if ref is None or not ref.stats.get("median"):
         return {"speedup": None, "efficiency": None,
                 "speedup_note": f"no ok workers=1 record of scaling.{case} with the same other params in this "
                                 "run: run --set workers=1,N together"}
@@ -284,10 +290,10 @@ def _self_timed(ctx, case: str, params: dict, plan: dict, launch: Callable[[dict
                      **out.get("launch_info", {}))
         if "listens_beyond_loopback" in extra:
             print(f"harness: warning: scaling.{case}: {extra['listens_beyond_loopback']}", file=sys.stderr)
-        extra.update(_speedup(ctx, case, params, n, extra["samples_per_s"]))
+        ref = None if params["workers"] == 1 else _one_worker(ctx, case, params)
+        extra.update(_speedup(case, params, n, extra["samples_per_s"], ref))
         if cfg.get("sweep_bytes"):
-            ref = ctx.find("scaling", case, {**params, "workers": 1})
-            compute_s = ref.extra.get("step_s") if ref is not None and ref.status == "ok" else None
+            compute_s = ref.extra.get("step_s") if ref is not None else None
             extra.update(link_model(out["ranks"], n, compute_s, extra["n_params"] * 4, plan["bucket_bytes"],
                                     extra.get("efficiency"), extra["step_s"]))
             if extra.get("model_missed"):
