@@ -458,17 +458,16 @@ def predicted_scaling(exp: str, ok: list[Result]) -> list[Chart]:
         fit = r.extra.get("link_fit") or {}
         link = (f"{fmt(fit.get('bandwidth_gbit_s'))} Gbit/s, {fmt((fit.get('latency_s') or 0) * 1e6)} µs, "
                 f"rms residual {percent(fit.get('rms_residual'))}") if fit else "—"
-        if ref is not None and throughput(ref):
-            t1 = throughput(ref)[0]
-            _, lo, hi, _ = throughput(ref)
-            points.append((name, BASE_WORKERS, 1.0, lo / t1, hi / t1, False))
+        base = throughput(ref) if ref is not None else None
+        if base:
+            t1, lo1, hi1, _ = base
+            points.append((name, BASE_WORKERS, 1.0, lo1 / t1, hi1 / t1, False))
             n = workers_of(r)
-            v, lo, hi, _ = throughput(r)
-            eff = v / (n * t1)
+            eff, eff_lo, eff_hi = (x / (n * t1) for x in throughput(r)[:3])
             missed = bool(r.extra.get("model_missed"))
-            points.append((name, n, eff, lo / (n * t1), hi / (n * t1), missed))
+            points.append((name, n, eff, eff_lo, eff_hi, missed))
             err = r.extra.get("model_error")
-            rows.append([name, link, str(n), f"{eff:.0%} ({lo / (n * t1):.0%} – {hi / (n * t1):.0%})",
+            rows.append([name, link, str(n), f"{eff:.0%} ({eff_lo:.0%} – {eff_hi:.0%})",
                          percent(r.extra.get("predicted_efficiency")),
                          f"{err:+.0%}" if isinstance(err, (int, float)) else "—",
                          "MISSED (> 25%)" if missed else "within 25%"])
