@@ -53,16 +53,12 @@ def spark_target_problem(args) -> str | None:
     remote, master = getattr(args, "remote", None), getattr(args, "master", None)
     if master and master.startswith("sc://"):
         return f"--master {master}: a Spark Connect URL goes to --remote, e.g. --remote {master}"
-    from .spark import is_remote, remote_problem
+    from .spark import remote_problem
 
     for side in ("a", "b"):
         url = getattr(args, f"{side}_remote", None)
-        if url is None:
-            continue
-        if not is_remote(url):
-            return f"--{side}-remote {url!r}: expected sc://HOST:PORT, e.g. --{side}-remote sc://127.0.0.1:15002"
-        if problem := remote_problem(url):
-            return problem.replace("--remote", f"--{side}-remote", 1)
+        if url is not None and (problem := remote_problem(url, flag=f"--{side}-remote")):
+            return problem
     if remote is None:
         return None
     if master:

@@ -103,18 +103,19 @@ def remote_address(url: str) -> tuple[str, int] | None:
     return (host, port) if host else None
 
 
-def remote_problem(url: str, timeout_s: float = 3.0) -> str | None:
-    """What is wrong with a --remote URL (malformed, or nothing accepts connections there), or None."""
+def remote_problem(url: str, timeout_s: float = 3.0, flag: str = "--remote") -> str | None:
+    """What is wrong with a Spark Connect URL given as `flag` (malformed, or nothing accepts connections there),
+    or None."""
     import socket
 
     address = remote_address(url)
     if address is None:
-        return f"--remote {url!r}: expected sc://HOST:PORT, e.g. --remote sc://127.0.0.1:15002"
+        return f"{flag} {url!r}: expected sc://HOST:PORT, e.g. {flag} sc://127.0.0.1:15002"
     try:
         with socket.create_connection(address, timeout=timeout_s):
             return None
     except OSError as e:
-        return (f"--remote {url}: no Spark Connect server answers there ({e.strerror or e}); start one with "
+        return (f"{flag} {url}: no Spark Connect server answers there ({e.strerror or e}); start one with "
                 f"{CONNECT_START} (SPARK_CONNECT_PORT={address[1]} for that port)")
 
 
